@@ -1,0 +1,83 @@
+"""Value-function and process-reward-model (PRM) losses and step scoring."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from cdra.algos.masking import masked_mean
+
+__all__ = ["clipped_value_loss", "prm_step_loss", "prm_step_scores", "aggregate_step_scores", "AGGREGATIONS"]
+
+Aggregation = Literal["prod", "min", "sum", "last"]
+AGGREGATIONS: tuple[str, ...] = ("prod", "min", "sum", "last")
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float | None = 0.2,
+) -> torch.Tensor:
+    """PPO value loss, a scalar: masked mean of 0.5 * max((v - R)^2, (v_clip - R)^2).
+
+    v_clip = old_values + clamp(values - old_values, -clip_range, clip_range).
+    ``clip_range=None`` gives the plain 0.5 * (v - R)^2.
+    """
+    unclipped = (values - returns).pow(2)
+    if clip_range is None:
+        per_token = unclipped
+    else:
+        v_clip = old_values + (values - old_values).clamp(-clip_range, clip_range)
+        per_token = torch.maximum(unclipped, (v_clip - returns).pow(2))
+    return 0.5 * masked_mean(per_token, mask)
+
+
+def prm_step_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Cross entropy of step-class logits (num_steps, K+1) against value labels (num_steps,) in 0..K.
+
+    Labels equal to ``ignore_index`` are skipped. Mean over the remaining steps.
+    """
+    return F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
+
+
+def prm_step_scores(logits: torch.Tensor, threshold_class: int = 2) -> torch.Tensor:
+    """Step score P(class >= threshold_class) from logits (..., K+1) -> (...)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return probs[..., threshold_class:].sum(-1)
+
+
+def aggregate_step_scores(
+    scores: torch.Tensor,
+    how: Aggregation,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Solution score from step scores (..., num_steps) -> (...): product, min, sum or last.
+
+    ``mask`` (same shape, optional) marks the real steps of padded rows; ``last`` takes the last
+    real step. A row with no step scores 0 whatever ``how`` is.
+    """
+    if mask is None:
+        m = torch.ones_like(scores, dtype=torch.bool)
+    else:
+        m = torch.broadcast_to(mask.bool(), scores.shape)
+    has_any = m.any(-1)
+    zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
+    if how == "prod":
+        out = torch.where(m, scores, torch.ones((), dtype=scores.dtype, device=scores.device)).prod(-1)
+    elif how == "min":
+        out = torch.where(m, scores, torch.full((), float("inf"), dtype=scores.dtype, device=scores.device)).amin(-1)
+    elif how == "sum":
+        out = torch.where(m, scores, zero).sum(-1)
+    elif how == "last":
+        if scores.shape[-1] == 0:
+            return scores.new_zeros(scores.shape[:-1])
+        positions = torch.arange(scores.shape[-1], device=scores.device)
+        last_idx = torch.where(m, positions, torch.zeros_like(positions)).amax(-1, keepdim=True)
+        out = scores.gather(-1, last_idx).squeeze(-1)
+    else:
+        raise ValueError(f"unknown aggregation {how!r}; expected one of {AGGREGATIONS}")
+    return torch.where(has_any, out, zero)
