@@ -52,7 +52,7 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
 
     Returns input_ids, labels, attention_mask, response_mask (all (B, L-1)), advantages (B, 1)
     or (B, L-1) when any sample has token advantages, rewards (B, 1), loss_weight (B,), and
-    old_logprobs / ref_logprobs / token_rewards (B, L-1) when every sample has them.
+    rollout_logprobs / ref_logprobs / token_rewards (B, L-1) when every sample has them.
     """
     if not samples:
         raise ValueError("collate: no samples")
@@ -83,7 +83,7 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
         out["advantages"] = _per_token(samples, width, lambda s: s.token_advantages or [s.advantage or 0.0] * len(s.response_ids))
     else:
         out["advantages"] = torch.tensor([[s.advantage or 0.0] for s in samples], dtype=torch.float32)
-    for key, attr in (("old_logprobs", "rollout_logprobs"), ("ref_logprobs", "ref_logprobs"), ("token_rewards", "token_rewards")):
+    for key, attr in (("rollout_logprobs", "rollout_logprobs"), ("ref_logprobs", "ref_logprobs"), ("token_rewards", "token_rewards")):
         if all(getattr(s, attr) is not None for s in samples):
             out[key] = _per_token(samples, width, lambda s, a=attr: getattr(s, a))
     return out

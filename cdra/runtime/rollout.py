@@ -1,0 +1,148 @@
+"""RolloutWorker: one vLLM engine in a Ray actor, token-in/token-out with per-token logprobs.
+
+The engine runs in the actor's own process (no engine-core subprocess), so the weight-sync
+worker extension lives in the actor and joins the learner's process group directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdra.runtime.weight_sync import BucketSpec
+
+
+@dataclass
+class EngineConfig:
+    model_path: str = ""
+    max_model_len: int = 1024
+    dtype: str = "auto"  # float32 on CPU, bfloat16 on GPU
+    gpu_memory_utilization: float = 0.5
+    kv_cache_gb: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    cpu_threads: int = 1  # CPU only: OpenMP threads of this engine (engines share the cores)
+    enforce_eager: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.max_model_len < 16:
+            raise ValueError(f"max_model_len too small: {self.max_model_len}")
+        if self.cpu_threads < 1:
+            raise ValueError("cpu_threads must be >= 1")
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    min_tokens: int = 0
+    stop: list[str] = field(default_factory=list)
+    include_stop_str_in_output: bool = True
+    logprobs: bool = True
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
+            raise ValueError(f"bad sampling config: {self}")
+
+
+@dataclass
+class Completion:
+    prompt_ids: list[int]
+    response_ids: list[int]
+    logprobs: list[float] | None
+    text: str
+    finish_reason: str
+    policy_version: int
+
+
+def engine_env(config: EngineConfig) -> dict[str, str]:
+    """Environment for a rollout actor; on CPU pins the engine's thread count."""
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(
+        VLLM_CPU_KVCACHE_SPACE=str(config.kv_cache_gb),
+        VLLM_CPU_OMP_THREADS_BIND="nobind",
+        OMP_NUM_THREADS=str(config.cpu_threads),
+    )
+    return env
+
+
+class RolloutWorker:
+    """Ray actor body (see `cdra.runtime.group.RolloutPool`)."""
+
+    def __init__(self, config: EngineConfig, worker_index: int = 0) -> None:
+        os.environ.update(engine_env(config))
+        import torch
+        from vllm import LLM
+
+        on_gpu = torch.cuda.is_available()
+        dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+        self.worker_index = worker_index
+        self.llm = LLM(
+            model=config.model_path,
+            dtype=dtype,
+            max_model_len=config.max_model_len,
+            enforce_eager=config.enforce_eager,
+            seed=config.seed + worker_index,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            worker_extension_cls="cdra.runtime.weight_sync.WeightReceiverExtension",
+            disable_log_stats=True,
+        )
+        self.max_model_len = config.max_model_len
+        self.version = 0
+        self.generated_tokens = 0
+
+    def ready(self) -> int:
+        return self.worker_index
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1, seed_offset: int = 0) -> dict[str, Any]:
+        """`n` samples for each prompt; returns completions grouped per prompt plus timing."""
+        from vllm import SamplingParams
+
+        started = time.perf_counter()
+        requests, params = [], []
+        for i, ids in enumerate(prompts):
+            if len(ids) >= self.max_model_len:
+                raise ValueError(f"prompt {i} has {len(ids)} tokens, max_model_len is {self.max_model_len}")
+            seed = None if sampling.seed is None else sampling.seed + seed_offset + i
+            params.append(SamplingParams(
+                n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+                max_tokens=min(sampling.max_tokens, self.max_model_len - len(ids)),
+                min_tokens=sampling.min_tokens, stop=list(sampling.stop) or None,
+                include_stop_str_in_output=sampling.include_stop_str_in_output,
+                logprobs=0 if sampling.logprobs else None, seed=seed,
+            ))
+            requests.append({"prompt_token_ids": list(ids)})
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        groups: list[list[Completion]] = []
+        tokens = 0
+        for ids, out in zip(prompts, outputs):
+            group = []
+            for c in out.outputs:
+                response = list(c.token_ids)
+                tokens += len(response)
+                logprobs = [lp[t].logprob for lp, t in zip(c.logprobs, response)] if sampling.logprobs and c.logprobs else None
+                group.append(Completion(list(ids), response, logprobs, c.text, str(c.finish_reason), self.version))
+            groups.append(group)
+        self.generated_tokens += tokens
+        return {"groups": groups, "tokens": tokens, "seconds": time.perf_counter() - started, "version": self.version}
+
+    # weight sync -------------------------------------------------------------
+
+    def init_weight_group(self, backend: str, master_addr: str, master_port: int, rank: int, world_size: int) -> None:
+        self.llm.collective_rpc("cdra_init_weight_group", args=(backend, master_addr, master_port, rank, world_size))
+
+    def receive_weights(self, version: int, buckets: list[BucketSpec]) -> int:
+        """Blocks until the learner's broadcast arrives; acknowledges with the new version."""
+        self.llm.collective_rpc("cdra_receive_weights", args=(version, buckets))
+        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        self.version = version
+        return version
+
+    def weight_version(self) -> int:
+        return self.version
+
+    def param_checksum(self) -> float:
+        return float(self.llm.collective_rpc("cdra_param_checksum")[0])

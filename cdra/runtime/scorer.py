@@ -1,0 +1,164 @@
+"""Scorers: one interface, `score(items) -> list[ScoreResult]`, several backends.
+
+- `RuleScorer` actors run a verifier function (from `cdra.rewards` or `module:function`) with a
+  per-call time limit; a call that raises or overruns scores 0 and is counted, never crashes.
+- `JudgeScorer` asks a generative judge (its own vLLM engine, a `RolloutPool`) and parses its
+  text into scores; critic, PRM and self-judge recipes build on it.
+`ScorerPool` spreads items over several rule actors and keeps the input order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+
+VerifierFn = Callable[[str, str], dict[str, float]]
+
+
+@dataclass
+class ScoreItem:
+    response: str
+    ground_truth: str
+    prompt: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScoreResult:
+    score: float
+    details: dict[str, float] = field(default_factory=dict)
+    step_scores: list[float] | None = None
+    step_spans: list[tuple[int, int]] | None = None  # char spans in the response
+    error: str | None = None
+
+
+def _builtin_verifiers() -> dict[str, VerifierFn]:
+    from cdra.rewards.extraction import extract_answer
+    from cdra.rewards.grading import grade_answer
+    from cdra.rewards.r1_zero import r1_zero_reward_fn
+
+    def by_kind(kind: str) -> VerifierFn:
+        def verify(response: str, truth: str) -> dict[str, float]:
+            predicted = extract_answer(response, kind)
+            correct = predicted is not None and grade_answer(predicted, truth)
+            return {"reward": float(correct), "answer_reward": float(correct), "format_reward": float(predicted is not None)}
+        return verify
+
+    return {"r1_zero": r1_zero_reward_fn, "gsm8k": by_kind("gsm8k"), "math": by_kind("math"), "mcq": by_kind("mcq"), "aqua": by_kind("aqua")}
+
+
+def resolve_verifier(name: str) -> VerifierFn:
+    """A built-in verifier name, or `package.module:function` for a user verifier."""
+    builtins = _builtin_verifiers()
+    if name in builtins:
+        return builtins[name]
+    if ":" not in name:
+        raise ValueError(f"unknown verifier {name!r}: use one of {sorted(builtins)} or 'module:function'")
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load verifier {name!r}: {e}") from e
+    if not callable(fn):
+        raise ValueError(f"verifier {name!r} is not callable")
+    return fn
+
+
+class RuleScorer:
+    """Ray actor body: runs one verifier under a time limit per call."""
+
+    def __init__(self, verifier: str, timeout_s: float = 10.0) -> None:
+        self.verifier_name = verifier
+        self.verify = resolve_verifier(verifier)
+        self.timeout_s = timeout_s
+        self.counts = {"calls": 0, "errors": 0, "timeouts": 0}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
+        return [self._score_one(item) for item in items]
+
+    def _score_one(self, item: ScoreItem) -> ScoreResult:
+        self.counts["calls"] += 1
+        future = self._pool.submit(self.verify, item.response, item.ground_truth)
+        try:
+            details = future.result(timeout=self.timeout_s)
+            score = float(details["reward"])
+            if not math.isfinite(score):
+                raise ValueError(f"non-finite reward {score}")
+            return ScoreResult(score, {k: float(v) for k, v in details.items()})
+        except concurrent.futures.TimeoutError:
+            self.counts["timeouts"] += 1
+            # the hung call keeps its thread; a fresh pool serves the next items
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            return ScoreResult(0.0, error=f"verifier {self.verifier_name} timed out after {self.timeout_s}s")
+        except Exception as e:  # a broken verifier must not end the run: score 0, count it
+            self.counts["errors"] += 1
+            return ScoreResult(0.0, error=f"verifier {self.verifier_name} raised {type(e).__name__}: {e}")
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class ScorerPool:
+    """Driver-side handle on N RuleScorer actors."""
+
+    def __init__(self, verifier: str, num_actors: int = 2, timeout_s: float = 10.0, actor_options: list[dict] | None = None) -> None:
+        resolve_verifier(verifier)  # fail in the driver, before any actor starts
+        remote = ray.remote(RuleScorer)
+        options = actor_options or [{"num_cpus": 0.001} for _ in range(num_actors)]
+        self.actors = [remote.options(max_restarts=3, max_task_retries=2, **opt).remote(verifier, timeout_s) for opt in options]
+        self.version = 0
+
+    def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
+        if not items:
+            return []
+        n = len(self.actors)
+        chunks = [items[i::n] for i in range(n)]
+        results = ray.get([a.score.remote(c) for a, c in zip(self.actors, chunks) if c])
+        out: list[ScoreResult | None] = [None] * len(items)
+        for i, chunk_results in enumerate(results):
+            for j, r in enumerate(chunk_results):
+                out[i + j * n] = r
+        return out  # type: ignore[return-value]
+
+    def stats(self) -> dict[str, int]:
+        total = {"calls": 0, "errors": 0, "timeouts": 0}
+        for s in ray.get([a.stats.remote() for a in self.actors]):
+            for k in total:
+                total[k] += s[k]
+        return total
+
+
+class JudgeScorer:
+    """A generative judge: prompt builder + engine pool + parser -> scores.
+
+    `build_prompt(item) -> str`, `parse(judgement_text, item) -> ScoreResult`. Unparseable
+    judgements are the parser's call (recipes map them to 0 and count them).
+    """
+
+    def __init__(self, pool, tokenizer, build_prompt: Callable[[ScoreItem], str], parse: Callable[[str, ScoreItem], ScoreResult], sampling) -> None:
+        self.pool = pool
+        self.tokenizer = tokenizer
+        self.build_prompt = build_prompt
+        self.parse = parse
+        self.sampling = sampling
+        self.version = 0
+        self.unparsed = 0
+
+    def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
+        prompts = [self.tokenizer(self.build_prompt(it), add_special_tokens=False).input_ids for it in items]
+        groups = self.pool.generate(prompts, self.sampling, n=1)
+        results = []
+        for item, group in zip(items, groups):
+            result = self.parse(group[0].text, item)
+            if result.error:
+                self.unparsed += 1
+            result.details.setdefault("judge_tokens", float(len(group[0].response_ids)))
+            results.append(result)
+        return results
