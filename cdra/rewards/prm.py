@@ -1,0 +1,60 @@
+"""Process-reward judgements: Pers-GenPRM "**SCORE:**" parsing and GenPRM Yes/No probabilities
+(ALGORITHMS.md sections 4-5)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable
+
+__all__ = ["parse_prm_score", "yes_probability", "mean_yes_probability"]
+
+_SCORE_LABEL_RE = re.compile(r"(?:\*\*)?SCORE(?:\*\*)?\s*:\s*(?:\*\*)?")
+_NUMBER_RE = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)")
+
+
+def parse_prm_score(judgement: str) -> float | None:
+    """Score from the LAST "**SCORE:** s" label (also "SCORE: s"), clamped to [-1, 1].
+
+    None when there is no label or the last label is not followed by a number; the caller maps
+    None to 0 and counts it.
+    """
+    last = None
+    for m in _SCORE_LABEL_RE.finditer(judgement or ""):
+        last = m
+    if last is None:
+        return None
+    m = _NUMBER_RE.match(judgement, last.end())
+    if m is None:
+        return None
+    return max(-1.0, min(1.0, float(m.group(1))))
+
+
+def _missing(lp: float | None) -> bool:
+    return lp is None or math.isnan(lp) or lp == -math.inf
+
+
+def yes_probability(logprob_yes: float | None, logprob_no: float | None) -> float:
+    """P(Yes) / (P(Yes) + P(No)) from the two token logprobs (numerically stable).
+
+    A missing logprob (None, -inf or nan) means that token was not in the top-k: only Yes
+    present -> 1.0, only No present -> 0.0, neither -> 0.5.
+    """
+    my, mn = _missing(logprob_yes), _missing(logprob_no)
+    if my and mn:
+        return 0.5
+    if my:
+        return 0.0
+    if mn:
+        return 1.0
+    d = logprob_no - logprob_yes  # type: ignore[operator]
+    if d >= 0:
+        e = math.exp(-d)
+        return e / (1.0 + e)
+    return 1.0 / (1.0 + math.exp(d))
+
+
+def mean_yes_probability(pairs: Iterable[tuple[float | None, float | None]]) -> float:
+    """GenPRM step reward: `yes_probability` averaged over sampled judgements (0.5 if none)."""
+    ps = [yes_probability(y, n) for y, n in pairs]
+    return sum(ps) / len(ps) if ps else 0.5
