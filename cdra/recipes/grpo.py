@@ -1,0 +1,148 @@
+"""GRPO with outcome rewards (ALGORITHMS.md §1), sync or async.
+
+Each step: sample `group_size` responses for each of `rollout_batch_size / group_size` prompts
+on the rollout engines -> score them with the verifier pool -> group-normalized advantages ->
+(reference log-probs if KL) -> replay store -> learner update(s) -> broadcast weights.
+In async mode the next batch is generated while the learner trains, at most `max_staleness`
+policy versions behind, and the loss is importance-corrected with the rollout log-probs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from cdra.algos import group_normalize
+from cdra.algos.experience import Sample
+from cdra.config import check
+from cdra.data.loaders import DatasetSpec
+from cdra.recipes.common import RunConfig, load_examples
+from cdra.recipes.session import Session
+from cdra.runtime.learner import LearnerConfig
+from cdra.runtime.objectives import Objective
+from cdra.runtime.rollout import EngineConfig, SamplingConfig
+from cdra.runtime.scorer import ScoreItem
+
+
+def _default_sampling() -> SamplingConfig:
+    return SamplingConfig(temperature=1.0, max_tokens=96, min_tokens=4, stop=["</answer>"])
+
+
+@dataclass
+class GRPOConfig:
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/grpo"))
+    model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded warm-started tiny model"})
+    train_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="train", num_examples=4000))
+    eval_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="test", num_examples=128))
+    prompt_template: str = "r1_short"
+    verifier: str = field(default="r1_zero", metadata={"help": "built-in verifier or module:function"})
+    verifier_timeout_s: float = 10.0
+    num_scorers: int = 2
+    num_rollout_workers: int = 2
+    rollout: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=512))
+    sampling: SamplingConfig = field(default_factory=_default_sampling)
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=2, lr=1e-4, micro_batch_size=32, zero_stage=2))
+    steps: int = 20
+    rollout_batch_size: int = field(default=128, metadata={"help": "responses per step (prompts x group_size)"})
+    group_size: int = 8
+    train_batch_size: int = field(default=128, metadata={"help": "responses per optimizer step"})
+    loss_type: Literal["no_baseline", "reinforce_with_baseline", "grpo_clip"] = "reinforce_with_baseline"
+    normalize_by_std: bool = True
+    advantage_eps: float = 1e-6
+    cliprange: float = 0.2
+    epochs: int = 1
+    length_normalization: Literal["mean", "constant"] = "mean"
+    kl_coef: float = 0.0
+    kl_kind: Literal["k1", "k2", "k3"] = "k3"
+    mode: Literal["sync", "async"] = "sync"
+    max_staleness: int = 1
+    async_is_cap: float = 2.0
+
+    def validate(self) -> None:
+        check(self.rollout_batch_size % self.group_size == 0, "rollout_batch_size must be a multiple of group_size")
+        check(self.rollout_batch_size % self.train_batch_size == 0, "rollout_batch_size must be a multiple of train_batch_size")
+        check(self.group_size >= 2, "group_size must be >= 2 (advantages are relative to the group)")
+        check(self.steps >= 1, "steps must be >= 1")
+        check(self.mode == "sync" or self.max_staleness >= 1, "async mode needs max_staleness >= 1")
+
+
+def objective_of(config: GRPOConfig) -> Objective:
+    is_async = config.mode == "async"
+    return Objective(
+        kind="policy_gradient", loss_type=config.loss_type, cliprange=config.cliprange,
+        length_normalization=config.length_normalization, normalize_constant=float(config.sampling.max_tokens),
+        kl_coef=config.kl_coef, kl_kind=config.kl_kind, epochs=config.epochs,
+        old_logprobs_source="rollout" if is_async else "learner",
+        is_cap=config.async_is_cap if is_async and config.loss_type != "grpo_clip" else None,
+    )
+
+
+def run(config: GRPOConfig) -> dict[str, float]:
+    """Train; returns the final metrics (incl. eval before/after)."""
+    session = Session.start(config.run, config, model_path=config.model_path, warm_start_task="r1",
+                            engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
+                            verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
+                            with_reference=config.kl_coef > 0)
+    train = session.prompt_stream(load_examples(config.train_data, "train_data"))
+    evaluation = load_examples(config.eval_data, "eval_data")
+    objective = objective_of(config)
+    prompts_per_step = config.rollout_batch_size // config.group_size
+    optimizer_steps = config.rollout_batch_size // config.train_batch_size
+    in_flight: list[tuple[dict, list, int]] = []
+
+    def submit_next() -> None:
+        examples = train.next(prompts_per_step)
+        ids = [session.encode(session.prompt(config.prompt_template, e)) for e in examples]
+        sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + (session.step + len(in_flight)) * 10_007)
+        in_flight.append((session.rollouts.submit(ids, sampling, config.group_size), examples, session.version))
+
+    if session.step == 0:
+        session.evaluate(evaluation, config.prompt_template, config.sampling, tag="eval")
+    for step in session.steps(config.steps):
+        if not in_flight:
+            submit_next()
+        job, examples, generated_with = in_flight.pop(0)
+        groups = session.rollouts.collect(job)
+        if config.mode == "async":
+            while len(in_flight) < config.max_staleness and session.step + len(in_flight) + 1 < config.steps:
+                submit_next()  # generated by the engines while this step trains
+        metrics = dict(session.rollouts.last_stats)
+        samples = score_and_advantage(session, config, examples, groups, step)
+        rewards = torch.tensor([s.reward for s in samples])
+        metrics.update({
+            "reward/mean": float(rewards.mean()), "reward/max": float(rewards.max()),
+            "reward/format": float(torch.tensor([s.metadata["format_reward"] for s in samples]).mean()),
+            "async/staleness": float(session.version - generated_with),
+            "rollout/response_tokens_mean": float(sum(len(s.response_ids) for s in samples) / len(samples)),
+            "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
+        })
+        metrics.update(session.learn(samples, objective, optimizer_steps))
+        session.finish_step(metrics, evaluation=lambda: session.evaluate(evaluation, config.prompt_template, config.sampling, tag="eval"))
+    return session.close()
+
+
+def score_and_advantage(session: Session, config: GRPOConfig, examples, groups, step: int) -> list[Sample]:
+    items, flat = [], []
+    for example, group in zip(examples, groups):
+        for completion in group:
+            items.append(ScoreItem(completion.text, example.answer, metadata={"id": example.id}))
+            flat.append((example, completion))
+    results = session.scorers.score(items)
+    raw = torch.tensor([r.score for r in results], dtype=torch.float32)
+    advantages = group_normalize(raw, config.group_size, config.advantage_eps, config.normalize_by_std).view(-1)
+    samples = []
+    for i, ((example, completion), result) in enumerate(zip(flat, results)):
+        samples.append(Sample(
+            prompt_ids=completion.prompt_ids, response_ids=completion.response_ids or [session.eos_id],
+            rollout_logprobs=completion.logprobs if completion.response_ids else [0.0],
+            reward=float(raw[i]), advantage=float(advantages[i]),
+            prompt_id=example.id, group_id=step * 100_000 + i // config.group_size,
+            policy_version=completion.policy_version, scorer_version=session.scorers.version,
+            metadata={"format_reward": result.details.get("format_reward", 0.0), "ground_truth": example.answer,
+                      "response_text": completion.text, "scorer_error": result.error or ""},
+        ))
+    return samples

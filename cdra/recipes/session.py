@@ -1,0 +1,211 @@
+"""A recipe's runtime for one run: starts the actors, drives steps, logs, checkpoints, resumes.
+
+Recipes stay readable loops ("generate, score, learn") because everything around them lives
+here: resolving the model, placing actors, the replay store, weight sync after each update,
+evaluation, metrics, checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import ray
+from tqdm import tqdm
+
+from cdra.algos.experience import Sample
+from cdra.config import save_config, to_dict
+from cdra.data.example import TaskExample
+from cdra.data.prompts import render_prompt
+from cdra.recipes.common import PromptStream, RunConfig, checkpoint_dir, latest_checkpoint, write_driver_state
+from cdra.runtime.cluster import Placement, RoleResources, init_ray, on_gpu_cluster
+from cdra.runtime.groups import LearnerGroup, RolloutPool, WeightSync
+from cdra.runtime.learner import LearnerConfig
+from cdra.runtime.objectives import Objective
+from cdra.runtime.reference import ReferenceModel
+from cdra.runtime.replay import ReplayStore
+from cdra.runtime.rollout import EngineConfig, SamplingConfig
+from cdra.runtime.scorer import ScoreItem, ScorerPool
+from cdra.runtime.tracking import Tracker
+
+
+def resolve_model(model_path: str, warm_start_task: str) -> str:
+    """An explicit HF directory (must exist), or the embedded warm-started tiny model."""
+    if model_path:
+        path = Path(model_path).expanduser()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model_path {model_path!r} is not an HF model directory (no config.json)")
+        return str(path)
+    from cdra.models.warmstart import WarmStartConfig, warm_start
+
+    return str(warm_start(WarmStartConfig(task=warm_start_task)))
+
+
+class Session:
+    def __init__(self) -> None:
+        raise TypeError("use Session.start(...)")
+
+    @classmethod
+    def start(cls, run: RunConfig, config: Any, *, model_path: str, warm_start_task: str, engine: EngineConfig,
+              num_engines: int, learner: LearnerConfig, verifier: str, num_scorers: int = 2,
+              verifier_timeout_s: float = 10.0, with_reference: bool = False, replay_mode: str = "on_policy",
+              max_staleness: int = 0) -> "Session":
+        self = object.__new__(cls)
+        self.run = run
+        self.started = time.perf_counter()
+        self.model_path = resolve_model(model_path, warm_start_task)
+        Path(run.output_dir).mkdir(parents=True, exist_ok=True)
+        save_config(config, Path(run.output_dir) / "config.yaml")
+        init_ray(run.ray_address)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_id = self.tokenizer.eos_token_id
+        gpu = 1.0 if on_gpu_cluster() else 0.0
+        roles = {
+            "rollout": RoleResources(num_engines, 1.0, gpu),
+            "learner": RoleResources(learner.num_ranks, learner.num_cpus_per_rank, gpu),
+            "scorer": RoleResources(num_scorers, 0.0, 0.0),
+        }
+        if with_reference:
+            roles["reference"] = RoleResources(1, 0.0, 0.0)
+        self.placement = Placement(roles, strategy=run.placement_strategy)
+        opts = lambda role: [self.placement.options(role, i) for i in range(roles[role].count)]  # noqa: E731
+        self.rollouts = RolloutPool(dataclasses.replace(engine, model_path=self.model_path), num_engines, opts("rollout"))
+        self.learners = LearnerGroup(dataclasses.replace(learner, model_path=self.model_path, seed=run.seed), self.pad_id, opts("learner"))
+        self.sync = WeightSync(self.learners, self.rollouts.workers)
+        self.scorers = ScorerPool(verifier, num_scorers, verifier_timeout_s, opts("scorer"))
+        self.reference = None
+        if with_reference:
+            self.reference = ray.remote(ReferenceModel).options(**self.placement.options("reference", 0)).remote(self.model_path, self.pad_id)
+        self.replay = ReplayStore.remote(mode=replay_mode, max_staleness=max_staleness, keep_history=True)
+        self.step = 0
+        self.version = 0
+        self.stream: PromptStream | None = None
+        self.final_metrics: dict[str, float] = {}
+        self.first_eval: dict[str, float] = {}
+        resumed = self._maybe_resume()
+        self.tracker = Tracker(run.output_dir, Path(run.output_dir).name, to_dict(config), use_wandb=run.use_wandb,
+                               wandb_mode=run.wandb_mode, resume_step=self.step if resumed else None)
+        return self
+
+    # ------------------------------------------------------------------ helpers for recipes
+
+    def prompt(self, template: str, example: TaskExample, **fields: str) -> str:
+        return render_prompt(template, question=example.question, **fields)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def prompt_stream(self, examples: list[TaskExample]) -> PromptStream:
+        self.stream = PromptStream(examples, self.run.seed)
+        self.stream.cursor = self._resume_cursor
+        return self.stream
+
+    def steps(self, total: int) -> Iterator[int]:
+        """Step indices still to run; honours resume and `stop_after`."""
+        self.total_steps = total
+        bar = tqdm(total=total, initial=self.step, desc=Path(self.run.output_dir).name, dynamic_ncols=True)
+        while self.step < total:
+            if self.run.stop_after is not None and self.step >= self.run.stop_after:
+                break
+            yield self.step
+            bar.update(1)
+        bar.close()
+
+    def learn(self, samples: list[Sample], objective: Objective, optimizer_steps: int = 1) -> dict[str, float]:
+        """Replay store -> learner update -> versioned weight broadcast. Returns metrics."""
+        if self.reference is not None:
+            for s, ref in zip(samples, ray.get(self.reference.logprobs.remote(samples))):
+                s.ref_logprobs = ref
+        ray.get(self.replay.add.remote(samples))
+        batch = ray.get(self.replay.take.remote(None, self.version))
+        metrics = self.learners.train(batch, objective, optimizer_steps)
+        self.version += 1
+        metrics["sync/seconds"] = self.sync.push(self.version)
+        stats = ray.get(self.replay.stats.remote())
+        metrics["replay/queue_depth"] = float(stats["size"])
+        metrics["replay/evicted_stale"] = float(stats["evicted_stale"])
+        metrics["policy/version"] = float(self.version)
+        return metrics
+
+    def evaluate(self, examples: list[TaskExample], template: str, sampling: SamplingConfig, tag: str = "eval") -> dict[str, float]:
+        """Greedy accuracy of the current policy on held-out examples."""
+        greedy = dataclasses.replace(sampling, temperature=0.0, seed=None)
+        prompts = [self.encode(self.prompt(template, e)) for e in examples]
+        groups = self.rollouts.generate(prompts, greedy, n=1)
+        results = self.scorers.score([ScoreItem(g[0].text, e.answer) for e, g in zip(examples, groups)])
+        out = {f"{tag}/reward": sum(r.score for r in results) / len(results),
+               f"{tag}/format": sum(r.details.get("format_reward", 0.0) for r in results) / len(results)}
+        if not self.first_eval:
+            self.first_eval = dict(out)
+            print(f"[cdra] {tag} before training: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
+        return out
+
+    def finish_step(self, metrics: dict[str, float], evaluation: Callable[[], dict[str, float]] | None = None) -> None:
+        self.step += 1
+        last = self.step == getattr(self, "total_steps", -1) or self.step == self.run.stop_after
+        if evaluation is not None and (self.step % self.run.eval_every == 0 or last):
+            metrics.update(evaluation())
+        metrics["time/elapsed_s"] = time.perf_counter() - self.started
+        scorer_stats = self.scorers.stats()
+        metrics["scorer/errors"] = float(scorer_stats["errors"])
+        metrics["scorer/timeouts"] = float(scorer_stats["timeouts"])
+        self.tracker.log(self.step, metrics)
+        tqdm.write(self.tracker.summary_line(self.step, metrics))
+        self.final_metrics.update(metrics)
+        every = self.run.checkpoint_every
+        if (every and self.step % every == 0) or self.step == self.run.stop_after:
+            self.checkpoint()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> None:
+        tag = f"step-{self.step}"
+        directory = str(checkpoint_dir(self.run.output_dir))
+        self.learners.save_checkpoint(directory, tag, {"version": self.version, "step": self.step})
+        state = {"step": self.step, "version": self.version, "cursor": self.stream.cursor if self.stream else 0,
+                 "replay": ray.get(self.replay.state_dict.remote()), "first_eval": self.first_eval}
+        (Path(directory) / f"{tag}.driver.pkl").write_bytes(pickle.dumps(state))
+        write_driver_state(self.run.output_dir, tag, {"step": self.step, "version": self.version})
+
+    def _maybe_resume(self) -> bool:
+        self._resume_cursor = 0
+        if not self.run.resume:
+            return False
+        found = latest_checkpoint(self.run.output_dir)
+        if found is None:
+            print(f"[cdra] resume=true but no checkpoint in {self.run.output_dir}; starting fresh")
+            return False
+        tag, _ = found
+        directory = checkpoint_dir(self.run.output_dir)
+        state = pickle.loads((directory / f"{tag}.driver.pkl").read_bytes())
+        self.learners.load_checkpoint(str(directory), tag)
+        self.step, self.version, self._resume_cursor = state["step"], state["version"], state["cursor"]
+        self.first_eval = state.get("first_eval", {})
+        ray.get(self.replay.load_state_dict.remote(state["replay"]))
+        self.sync.push(self.version)  # engines start from the base model: bring them up to date
+        print(f"[cdra] resumed from {tag}: step {self.step}, policy version {self.version}")
+        return True
+
+    # ------------------------------------------------------------------ end of run
+
+    def close(self) -> dict[str, float]:
+        out = Path(self.run.output_dir)
+        finished = self.step >= getattr(self, "total_steps", 0)
+        if finished:
+            self.learners.save_pretrained(str(out / "final_model"), self.model_path)
+            ray.get(self.replay.export.remote(str(out / "experience.parquet")))
+        self.tracker.plot(["reward/mean", "eval/reward"])
+        self.tracker.close()
+        summary = {**{f"{k}_before": v for k, v in self.first_eval.items()}, **self.final_metrics}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        for actor in self.rollouts.workers + self.learners.workers + self.scorers.actors + [self.replay] + ([self.reference] if self.reference else []):
+            ray.kill(actor)
+        self.placement.release()
+        return summary
