@@ -83,11 +83,23 @@ def objective_of(config: GRPOConfig) -> Objective:
 
 def run(config: GRPOConfig) -> dict[str, float]:
     """Train; returns the final metrics (incl. eval before/after)."""
-    session = Session.start(config.run, config, model_path=config.model_path, warm_start_task="r1",
-                            engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
-                            verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
-                            with_reference=config.kl_coef > 0)
-    train = session.prompt_stream(load_examples(config.train_data, "train_data"))
+    session = start_session(config)
+    train(session, config)
+    return session.close()
+
+
+def start_session(config: GRPOConfig) -> Session:
+    return Session.start(config.run, config, model_path=config.model_path, warm_start_task="r1",
+                         engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
+                         verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
+                         with_reference=config.kl_coef > 0,
+                         replay_mode="off_policy" if config.mode == "async" else "on_policy",
+                         max_staleness=config.max_staleness if config.mode == "async" else 0)
+
+
+def train(session: Session, config: GRPOConfig) -> None:
+    """The GRPO loop on a started session."""
+    stream = session.prompt_stream(load_examples(config.train_data, "train_data"))
     evaluation = load_examples(config.eval_data, "eval_data")
     objective = objective_of(config)
     prompts_per_step = config.rollout_batch_size // config.group_size
@@ -95,7 +107,7 @@ def run(config: GRPOConfig) -> dict[str, float]:
     in_flight: list[tuple[dict, list, int]] = []
 
     def submit_next() -> None:
-        examples = train.next(prompts_per_step)
+        examples = stream.next(prompts_per_step)
         ids = [session.encode(session.prompt(config.prompt_template, e)) for e in examples]
         sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + (session.step + len(in_flight)) * 10_007)
         in_flight.append((session.rollouts.submit(ids, sampling, config.group_size), examples, session.version))
@@ -122,7 +134,6 @@ def run(config: GRPOConfig) -> dict[str, float]:
         })
         metrics.update(session.learn(samples, objective, optimizer_steps))
         session.finish_step(metrics, evaluation=lambda: session.evaluate(evaluation, config.prompt_template, config.sampling, tag="eval"))
-    return session.close()
 
 
 def score_and_advantage(session: Session, config: GRPOConfig, examples, groups, step: int) -> list[Sample]:

@@ -26,42 +26,50 @@ class RolloutPool:
         self.chunks_per_worker = chunks_per_worker
         self.last_stats: dict[str, float] = {}
 
-    def generate(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1) -> list[list[Completion]]:
-        return self.collect(self.submit(prompts, sampling, n))
-
-    def submit(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1) -> dict[str, Any]:
-        """Start generation without waiting (async mode); `collect` gathers it."""
+    def _chunks(self, prompts: list[list[int]]) -> list[tuple[int, list[list[int]]]]:
         num_chunks = max(1, min(len(prompts), len(self.workers) * self.chunks_per_worker))
         bounds = [round(i * len(prompts) / num_chunks) for i in range(num_chunks + 1)]
-        chunks = [(bounds[i], prompts[bounds[i] : bounds[i + 1]]) for i in range(num_chunks)]
-        return {"queue": chunks, "sampling": sampling, "n": n, "started": time.perf_counter()}
+        return [(bounds[i], prompts[bounds[i] : bounds[i + 1]]) for i in range(num_chunks)]
 
-    def collect(self, job: dict[str, Any]) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1) -> list[list[Completion]]:
+        """Blocking generation; each chunk goes to the first idle engine (load balancing)."""
+        started = time.perf_counter()
+        queue = self._chunks(prompts)
         idle = list(self.workers)
-        pending: dict[ray.ObjectRef, int] = {}
-        queue = list(job["queue"])
+        pending: dict[ray.ObjectRef, tuple[int, Any]] = {}
         results: dict[int, dict] = {}
-        tokens, versions = 0, set()
         while queue or pending:
             while queue and idle:
                 start, chunk = queue.pop(0)
                 worker = idle.pop(0)
-                ref = worker.generate.remote(chunk, job["sampling"], job["n"], start)
-                pending[ref] = (start, worker)
+                pending[worker.generate.remote(chunk, sampling, n, start)] = (start, worker)
             done, _ = ray.wait(list(pending), num_returns=1)
             start, worker = pending.pop(done[0])
-            out = ray.get(done[0])
-            results[start] = out
-            tokens += out["tokens"]
-            versions.add(out["version"])
+            results[start] = ray.get(done[0])
             idle.append(worker)
+        return self._assemble(results, started)
+
+    def submit(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1) -> dict[str, Any]:
+        """Dispatch now, return at once (async mode); chunks are spread round-robin. See `collect`."""
+        chunks = self._chunks(prompts)
+        refs = {start: self.workers[i % len(self.workers)].generate.remote(chunk, sampling, n, start) for i, (start, chunk) in enumerate(chunks)}
+        return {"refs": refs, "started": time.perf_counter()}
+
+    def collect(self, job: dict[str, Any]) -> list[list[Completion]]:
+        starts = sorted(job["refs"])
+        outputs = ray.get([job["refs"][s] for s in starts])
+        return self._assemble(dict(zip(starts, outputs)), job["started"])
+
+    def _assemble(self, results: dict[int, dict], started: float) -> list[list[Completion]]:
         groups: list[list[Completion]] = []
         for start in sorted(results):
             groups.extend(results[start]["groups"])
-        elapsed = time.perf_counter() - job["started"]
-        self.last_stats = {"rollout/tokens": float(tokens), "rollout/seconds": elapsed, "rollout/tokens_per_s": tokens / max(elapsed, 1e-9)}
+        versions = {r["version"] for r in results.values()}
         if len(versions) > 1:
             raise RuntimeError(f"rollout engines served different policy versions in one batch: {sorted(versions)}")
+        tokens = sum(r["tokens"] for r in results.values())
+        elapsed = time.perf_counter() - started
+        self.last_stats = {"rollout/tokens": float(tokens), "rollout/seconds": elapsed, "rollout/tokens_per_s": tokens / max(elapsed, 1e-9)}
         return groups
 
     def versions(self) -> list[int]:
