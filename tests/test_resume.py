@@ -1,0 +1,34 @@
+"""Exact resume: stop after step k, resume, and match an uninterrupted run step for step."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdra.config import load_config
+from cdra.recipes import grpo
+from cdra.runtime.tracking import read_metrics
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _config(r1_model: str, out, *extra: str) -> grpo.GRPOConfig:
+    return load_config(grpo.GRPOConfig, [
+        f"model_path={r1_model}", "steps=3", "rollout_batch_size=16", "group_size=4", "train_batch_size=16",
+        "num_rollout_workers=1", "learner.num_ranks=1", "num_scorers=1", "eval_data.num_examples=4",
+        f"run.output_dir={out}", "run.use_wandb=false", "run.eval_every=100", *extra,
+    ])
+
+
+def test_resume_continues_counter_and_data_order(tmp_path, r1_model, ray_local):
+    grpo.run(_config(r1_model, tmp_path / "straight"))
+    stopped = grpo.run(_config(r1_model, tmp_path / "split", "run.stop_after=1"))
+    assert stopped["policy/version"] == 1
+    assert not (tmp_path / "split" / "final_model").exists()
+    grpo.run(_config(r1_model, tmp_path / "split", "run.resume=true"))
+
+    straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+    resumed = read_metrics(tmp_path / "split" / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [1, 2, 3]
+    assert [r["data/prompt_hash"] for r in resumed] == [r["data/prompt_hash"] for r in straight]
+    assert [r["policy/version"] for r in resumed] == [1.0, 2.0, 3.0]
+    assert (tmp_path / "split" / "final_model" / "config.json").exists()
