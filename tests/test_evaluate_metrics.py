@@ -1,0 +1,81 @@
+"""Critique evaluation metrics, pass@k and prompt formatting (pure logic)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cdra.config import ConfigError, load_config
+from cdra.data.example import TaskExample
+from cdra.recipes.evaluate import (
+    EvaluateConfig,
+    PromptConfig,
+    PromptFormatter,
+    critique_fields,
+    discrimination_metrics,
+    format_table,
+    pass_at_k,
+    refinement_metrics,
+    refine_fields,
+)
+
+
+def test_refinement_metrics():
+    m = refinement_metrics([True, True, False, False], [True, False, True, True])
+    assert m == pytest.approx({"acc0": 0.5, "acc": 0.75, "delta": 0.25, "delta_c_to_i": 0.25, "delta_i_to_c": 0.5})
+    with pytest.raises(ValueError):
+        refinement_metrics([True], [True, False])
+
+
+def test_discrimination_metrics_over_parseable_verdicts():
+    m = discrimination_metrics([True, None, False, True], [True, True, False, False])
+    assert m["acc_dis"] == pytest.approx(2 / 3)  # (T,T) right, (F,F) right, (T,F) wrong; None skipped
+    assert m["acc_dis_correct"] == 1.0
+    assert m["acc_dis_incorrect"] == 0.5
+    assert m["acc_dis_all"] == 0.5 and m["verdict_rate"] == 0.75
+    m = discrimination_metrics([None, None], [True, False])
+    assert math.isnan(m["acc_dis"]) and m["acc_dis_all"] == 0.0
+
+
+def test_pass_at_k():
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(5, 2, 3) == pytest.approx(1 - 1 / 10)  # 1 - C(3,3)/C(5,3)
+    assert pass_at_k(4, 0, 4) == 0.0 and pass_at_k(4, 3, 2) == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+class _Tok:
+    """A tokenizer with no chat template: format_chat's `auto` falls back to chatml."""
+
+    chat_template = None
+
+
+def test_prompt_formatter_short_and_chat():
+    example = TaskExample(id="x", question="Start with 3. Add 4.", answer="7")
+    fields = refine_fields(example, " Step 1: 3+4=7\nThe answer is 7.", " Step sentence: 3+4=7\n")
+    assert fields["response"].startswith("Step 1") and fields["critique"] == "Step sentence: 3+4=7"
+    plain = PromptFormatter(_Tok(), PromptConfig())
+    assert plain.text("critique", **critique_fields(example, " Step 1: 3+4=7")) == "Q: Start with 3. Add 4.\nA: Step 1: 3+4=7\nCritique:"
+    chat = PromptFormatter(_Tok(), PromptConfig(chat_template="auto", system_prompt="Be brief."))
+    text = chat.text("inference", question="Q?")
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nAnswer the following question.")
+    assert "Question: Q?\nAnswer:<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert PromptConfig(chat_template="llama3", style="short").template("refine") == "critique_rl_refine_short"
+    with pytest.raises(ConfigError, match="chat_template"):
+        load_config(EvaluateConfig, ["prompts.chat_template=vicuna"])
+    with pytest.raises(ConfigError, match="pass_k"):
+        load_config(EvaluateConfig, ["eval.pass_samples=2", "eval.pass_k=[4]"])
+
+
+def test_format_table_rows_and_missing_values():
+    table = format_table({"before": {"eval/acc0": 0.5, "eval/acc": 0.5}, "after": {"eval/acc0": 0.5, "eval/acc": 0.625, "eval/pass@4": 0.75}})
+    lines = table.splitlines()
+    assert lines[0].split() == ["before", "after"]
+    assert lines[1].split() == ["acc0", "50.00%", "50.00%"]
+    assert lines[2].split() == ["acc", "50.00%", "62.50%"]
+    assert lines[3].split() == ["pass@4", "-", "75.00%"]
