@@ -34,12 +34,17 @@ from cdra.runtime.tracking import Tracker
 
 
 def resolve_model(model_path: str, warm_start_task: str) -> str:
-    """An explicit HF directory (must exist), or the embedded warm-started tiny model."""
+    """An explicit HF directory (must exist), or the embedded tiny model: warm-started for
+    `warm_start_task`, or untrained when it is "none" (SFT starts from scratch)."""
     if model_path:
         path = Path(model_path).expanduser()
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"model_path {model_path!r} is not an HF model directory (no config.json)")
         return str(path)
+    if warm_start_task == "none":
+        from cdra.models.tiny import build_tiny_model
+
+        return str(build_tiny_model())
     from cdra.models.warmstart import WarmStartConfig, warm_start
 
     return str(warm_start(WarmStartConfig(task=warm_start_task)))
