@@ -44,7 +44,9 @@ class ExpertIterationConfig:
     num_rollout_workers: int = 1
     rollout: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=512))
     sampling: SamplingConfig = field(default_factory=_default_sampling)
-    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=2e-4, micro_batch_size=32))
+    # small lr: a fresh Adam state moves every weight by ~lr on the first step, and 2e-4 cost the
+    # warm-started policy half its accuracy in one EI step (2e-5: 0.45 -> 0.52 over 5 steps)
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=2e-5, micro_batch_size=32))
     steps: int = field(default=5, metadata={"help": "EI steps (sample, filter, SFT, evaluate)"})
     questions_per_step: int = 64
     samples_per_question: int = field(default=4, metadata={"help": "G samples per question"})
