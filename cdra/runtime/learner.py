@@ -8,7 +8,6 @@ returns metrics. Rank 0 also owns the weight broadcast to the rollout engines.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ class LearnerConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     gradient_checkpointing: bool = False
     seed: int = 0
-    sync_bucket_mb: int = 64
+    sync_bucket_mb: int = 16  # small enough that transfer and engine reload overlap (benchmarks/weight_sync.py)
     num_cpus_per_rank: float = 1.0
     extra_ds_config: dict[str, Any] = field(default_factory=dict)
 
@@ -126,8 +125,11 @@ class LearnerWorker:
                     tokens += int(mb["attention_mask"].sum())
                     for k, v in metrics.items():
                         totals[k] = totals.get(k, 0.0) + v * mb["input_ids"].shape[0]
+                local_norm = _local_grad_norm(self.engine.module)  # ZeRO 0/1 report no global norm
                 self.engine.step()
-                totals["grad_norm"] = totals.get("grad_norm", 0.0) + _grad_norm(self.engine) * len(samples) / optimizer_steps
+                norm = self.engine.get_global_grad_norm()
+                norm = local_norm if norm is None else float(norm)
+                totals["grad_norm"] = totals.get("grad_norm", 0.0) + norm * len(samples) / optimizer_steps
         n = len(samples) * objective.epochs
         out = {k: v / n for k, v in totals.items()}
         elapsed = time.perf_counter() - started
@@ -224,9 +226,6 @@ class LearnerWorker:
         AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
 
 
-def _grad_norm(engine) -> float:
-    norm = engine.get_global_grad_norm()
-    if norm is None:
-        return float("nan")
-    norm = float(norm)
-    return norm if math.isfinite(norm) else float("nan")
+def _local_grad_norm(module: torch.nn.Module) -> float:
+    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else float("nan")

@@ -78,8 +78,14 @@ class RolloutWorker:
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            # OMP_NUM_THREADS above comes too late: Ray's worker has already imported torch
+            # (with Ray's own OMP_NUM_THREADS) to unpickle this class. vLLM's CPU worker
+            # disables set_num_threads once the engine exists, so it must happen here.
+            torch.set_num_threads(config.cpu_threads)
         dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
         self.worker_index = worker_index
+        self.on_gpu = on_gpu
         self.llm = LLM(
             model=config.model_path,
             dtype=dtype,
@@ -106,7 +112,9 @@ class RolloutWorker:
         for i, ids in enumerate(prompts):
             if len(ids) >= self.max_model_len:
                 raise ValueError(f"prompt {i} has {len(ids)} tokens, max_model_len is {self.max_model_len}")
-            seed = None if sampling.seed is None else sampling.seed + seed_offset + i
+            # vLLM 0.32's CPU runner crashes on per-request generators when a sampled token is
+            # discarded ("CPU Generator does not use offset"); on CPU the engine seed is used.
+            seed = None if sampling.seed is None or not self.on_gpu else sampling.seed + seed_offset + i
             params.append(SamplingParams(
                 n=n, temperature=sampling.temperature, top_p=sampling.top_p,
                 max_tokens=min(sampling.max_tokens, self.max_model_len - len(ids)),
