@@ -90,17 +90,37 @@ def init_group(backend: str, master_addr: str, master_port: int, rank: int, worl
 
 
 def broadcast_buckets(group: dist.ProcessGroup, buckets: list[BucketSpec], named_tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-    """Sender side (rank 0): flatten each bucket and broadcast it."""
+    """Sender side (rank 0): flatten each bucket and broadcast it.
+
+    Bucket k+1 is flattened while bucket k is on the wire (at most two buckets in memory).
+    """
+    in_flight: list[tuple[dist.Work, torch.Tensor]] = []  # the buffer stays referenced until its send is done
     for bucket in buckets:
         flat = torch.cat([named_tensors[t.name].detach().reshape(-1) for t in bucket.tensors]).to(device)
-        group.broadcast(flat, 0).wait()
+        in_flight.append((group.broadcast(flat, 0), flat))
+        if len(in_flight) > 1:
+            in_flight.pop(0)[0].wait()
+    for work, _ in in_flight:
+        work.wait()
 
 
 def receive_buckets(group: dist.ProcessGroup, buckets: list[BucketSpec], device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
-    """Receiver side: yields (name, tensor) as each bucket arrives, for a streaming reload."""
-    for bucket in buckets:
+    """Receiver side: yields (name, tensor) as each bucket arrives, for a streaming reload.
+
+    The receive of bucket k+1 is posted before bucket k is handed to the caller, so the
+    transfer overlaps the engine's load of bucket k. Every bucket gets a fresh buffer: the
+    engine may keep the yielded views until a layer is complete.
+    """
+
+    def post(bucket: BucketSpec) -> tuple[dist.Work, torch.Tensor]:
         flat = torch.empty(bucket.numel, dtype=to_dtype(bucket.dtype), device=device)
-        group.broadcast(flat, 0).wait()
+        return group.broadcast(flat, 0), flat
+
+    pending = post(buckets[0]) if buckets else None
+    for i, bucket in enumerate(buckets):
+        work, flat = pending
+        pending = post(buckets[i + 1]) if i + 1 < len(buckets) else None
+        work.wait()
         yield from unflatten(flat, bucket)
 
 
