@@ -1,0 +1,368 @@
+"""Critique-RL: a critic trained by RL in two stages, with a frozen actor that refines (ALGORITHMS.md §2).
+
+Data prep: the frozen actor answers every training question `attempts_per_question` times
+(T 0.7); the oracle (answer checker) marks each attempt; each (question, gold, attempt, correct)
+is one RL prompt, kept in `output_dir/prompts.jsonl`.
+
+Each step: the critic (learner group + its own engines, synced after every update) writes
+`num_critiques` critiques per prompt -> the last "Correctness of the final answer:" verdict is
+parsed (missing or ambiguous = wrong) -> reward:
+  Stage I (steps 1..D): discriminability, verdict == oracle;
+  Stage II (later steps): the actor, on its own engines that never receive critic weights,
+  refines (question, attempt, critique) at T 0; helpfulness by `rf_mode` combined with
+  discrimination (`combine`, weight 0.2);
+-> RLOO advantages, whitened over the batch -> PPO clip, `epochs` passes, k1 KL to the anchor.
+At the switch the anchor becomes the Stage I critic (saved to `output_dir/stage1_model`).
+`stage=1` / `stage=2 critic_path=<stage 1 final_model>` run the two stages as separate jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import ray
+import torch
+
+from cdra.algos import masked_whiten, rloo_advantages
+from cdra.algos.experience import Sample
+from cdra.config import check
+from cdra.data.example import TaskExample
+from cdra.data.loaders import DatasetSpec
+from cdra.recipes.common import RunConfig, load_examples
+from cdra.recipes.evaluate import (
+    CritiqueEvalConfig,
+    EvalReport,
+    FrozenEngines,
+    Grader,
+    PromptConfig,
+    PromptFormatter,
+    Speaker,
+    attempt_fields,
+    critique_fields,
+    evaluate_critique,
+    format_table,
+    greedy,
+    oracle,
+    plot_metrics,
+    refine_fields,
+    resolve_verifier_name,
+)
+from cdra.recipes.session import Session, resolve_model
+from cdra.rewards import critique_reward, parse_final_verdict
+from cdra.runtime.learner import LearnerConfig
+from cdra.runtime.objectives import Objective
+from cdra.runtime.rollout import EngineConfig, SamplingConfig
+
+Stage = Literal["discrimination", "helpfulness"]
+AnchorAction = Literal["none", "snapshot", "reload"]
+STAGE1_DIR = "stage1_model"
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class CritiqueRLConfig:
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/critique_rl", eval_every=100))
+    actor_path: str = field(default="", metadata={"help": "HF dir of the frozen actor; empty: the embedded warm-started tiny actor"})
+    critic_path: str = field(default="", metadata={"help": "HF dir of the critic to train (stage 2: a stage-1 final_model, also the KL anchor); empty: the warm-started tiny critic"})
+    stage: Literal["1", "2", "both"] = field(default="both", metadata={"help": "1: discrimination only; 2: helpfulness only; both: switch after discrimination_only_step"})
+    discrimination_only_step: int = field(default=4, metadata={"help": "D: steps 1..D are Stage I, later steps Stage II (stage=both)"})
+    steps: int = 8
+    train_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="train", num_examples=64))
+    eval_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="test", num_examples=64))
+    verifier: str = field(default="auto", metadata={"help": "answer checker (oracle); auto: from the train data format"})
+    verifier_timeout_s: float = 10.0
+    num_scorers: int = 1
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    # data prep
+    attempts_per_question: int = field(default=4, metadata={"help": "actor samples per training question (paper: 10)"})
+    attempt_temperature: float = 0.7
+    attempt_max_tokens: int = 96
+    # rollout
+    num_critic_workers: int = 1
+    num_actor_workers: int = 1
+    critic_engine: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=1024))
+    actor_engine: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=1024))
+    critic_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=320))
+    refine_max_tokens: int = 96
+    rollout_batch_size: int = field(default=32, metadata={"help": "prompts per step (paper: 64)"})
+    num_critiques: int = field(default=4, metadata={"help": "critiques per prompt (the RLOO group)"})
+    train_batch_size: int = field(default=0, metadata={"help": "critiques per optimizer step; 0: the whole rollout batch"})
+    # reward
+    rf_mode: Literal["r_refine", "r_delta", "r_correct"] = "r_refine"
+    combine: Literal["code_override", "paper_additive"] = field(default="code_override", metadata={"help": "code_override: r_help + w if the verdict is right, else -1; paper_additive: r_help + w * r_dis"})
+    dis_weight: float = 0.2
+    dis_reward_values: tuple[float, float] = field(default=(1.0, 0.0), metadata={"help": "r_dis for a right / wrong verdict (released code: [1, -1])"})
+    # learning
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=2e-4, micro_batch_size=32, zero_stage=2))
+    whiten_advantages: bool = field(default=True, metadata={"help": "normalize the RLOO advantages over the batch"})
+    cliprange: float = 0.2
+    epochs: int = 2
+    kl_coef: float = 0.01
+    kl_kind: Literal["k1", "k2", "k3"] = "k1"
+    eval: CritiqueEvalConfig = field(default_factory=CritiqueEvalConfig)
+
+    def validate(self) -> None:
+        check(self.steps >= 1, "steps must be >= 1")
+        check(self.discrimination_only_step >= 0, "discrimination_only_step must be >= 0")
+        check(self.num_critiques >= 2, "num_critiques must be >= 2 (RLOO needs a group)")
+        check(self.attempts_per_question >= 1, "attempts_per_question must be >= 1")
+        check(self.rollout_batch_size >= 1, "rollout_batch_size must be >= 1")
+        total = self.rollout_batch_size * self.num_critiques
+        check(self.train_batch_size == 0 or total % self.train_batch_size == 0,
+              f"train_batch_size must divide rollout_batch_size * num_critiques = {total}")
+        check(self.epochs >= 1, "epochs must be >= 1")
+        check(self.kl_coef >= 0, "kl_coef must be >= 0")
+
+    @property
+    def optimizer_steps(self) -> int:
+        total = self.rollout_batch_size * self.num_critiques
+        return 1 if self.train_batch_size == 0 else total // self.train_batch_size
+
+
+def objective_of(config: CritiqueRLConfig) -> Objective:
+    return Objective(kind="policy_gradient", loss_type="grpo_clip", cliprange=config.cliprange, length_normalization="mean",
+                     kl_coef=config.kl_coef, kl_kind=config.kl_kind, epochs=config.epochs)
+
+
+# ----------------------------------------------------------------------------- stage schedule (pure)
+
+
+def stage_of_step(step: int, discrimination_only_step: int, stage: str) -> Stage:
+    """The reward stage of rollout step `step` (1-based)."""
+    if step < 1:
+        raise ValueError(f"rollout steps are 1-based, got {step}")
+    if stage == "1":
+        return "discrimination"
+    if stage == "2":
+        return "helpfulness"
+    if stage == "both":
+        return "discrimination" if step <= discrimination_only_step else "helpfulness"
+    raise ValueError(f"stage must be '1', '2' or 'both', got {stage!r}")
+
+
+def anchor_action(step: int, discrimination_only_step: int, stage: str, anchored: bool) -> AnchorAction:
+    """What to do with the KL anchor before rollout step `step` (1-based).
+
+    "snapshot" at the switch (step D + 1 of a two-stage run): save the critic as the Stage I
+    model and anchor on it. "reload" for a run resumed past the switch, whose reference was
+    started from the initial critic: anchor on the saved snapshot. `anchored` says whether this
+    process already did either; a single-stage run never moves its anchor.
+    """
+    if stage != "both" or discrimination_only_step < 1 or step <= discrimination_only_step or anchored:
+        return "none"
+    return "snapshot" if step == discrimination_only_step + 1 else "reload"
+
+
+# ----------------------------------------------------------------------------- advantages (pure)
+
+
+def critique_advantages(rewards: list[float], group_size: int, whiten: bool = True) -> list[float]:
+    """RLOO within each prompt's group of critiques, then (optionally) whitened over the batch."""
+    advantages = rloo_advantages(torch.tensor(rewards, dtype=torch.float32), group_size)
+    if whiten:
+        advantages = masked_whiten(advantages, torch.ones_like(advantages))
+    return advantages.tolist()
+
+
+# ----------------------------------------------------------------------------- data prep
+
+
+@dataclass(frozen=True)
+class CritiquePrompt:
+    """One RL prompt: a question with one of the actor's attempts and the oracle's mark."""
+
+    id: str
+    example: TaskExample
+    attempt: str
+    correct: bool
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "attempt": self.attempt, "correct": self.correct, "example": dataclasses.asdict(self.example)}
+
+    @classmethod
+    def from_json(cls, row: dict) -> "CritiquePrompt":
+        return cls(row["id"], TaskExample(**row["example"]), row["attempt"], bool(row["correct"]))
+
+
+def prepare_prompts(actor: Speaker, grade: Grader, examples: list[TaskExample], config: CritiqueRLConfig) -> list[CritiquePrompt]:
+    """The frozen actor's attempts on the training questions, marked by the oracle."""
+    sampling = SamplingConfig(temperature=config.attempt_temperature, max_tokens=config.attempt_max_tokens,
+                              logprobs=False, seed=config.run.seed * 1_000_003 + 17)
+    groups = actor.generate("inference", [attempt_fields(e) for e in examples], sampling, n=config.attempts_per_question)
+    flat = [(e, i, c.text) for e, g in zip(examples, groups) for i, c in enumerate(g)]
+    marks = grade([text for _, _, text in flat], [e.answer for e, _, _ in flat])
+    return [CritiquePrompt(f"{e.id}/attempt-{i}", e, text, ok) for (e, i, text), ok in zip(flat, marks)]
+
+
+def load_or_prepare_prompts(session: Session, actor: Speaker, grade: Grader, config: CritiqueRLConfig) -> list[CritiquePrompt]:
+    """A resumed run reuses the stored prompt set, so its data order matches the first run's."""
+    path = Path(config.run.output_dir) / "prompts.jsonl"
+    if session.step > 0 and path.exists():
+        return [CritiquePrompt.from_json(json.loads(line)) for line in path.read_text().splitlines() if line]
+    prompts = prepare_prompts(actor, grade, load_examples(config.train_data, "train_data"), config)
+    path.write_text("".join(json.dumps(p.to_json()) + "\n" for p in prompts))
+    correct = sum(p.correct for p in prompts)
+    print(f"[cdra] prompt set: {len(prompts)} attempts, {correct} correct ({100 * correct / len(prompts):.1f}%) -> {path}")
+    return prompts
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class CritiqueRun:
+    """A started run: the critic's session and the frozen actor's own engines."""
+
+    session: Session
+    actor: Speaker
+    actor_engines: FrozenEngines
+    critic: Speaker
+    grade: Grader
+
+
+def start(config: CritiqueRLConfig) -> CritiqueRun:
+    from transformers import AutoTokenizer
+
+    actor_path = resolve_model(config.actor_path, "steps")
+    session = Session.start(config.run, config, model_path=config.critic_path, warm_start_task="critic",
+                            engine=config.critic_engine, num_engines=config.num_critic_workers, learner=config.learner,
+                            verifier=resolve_verifier_name(config.verifier, config.train_data), num_scorers=config.num_scorers,
+                            verifier_timeout_s=config.verifier_timeout_s, with_reference=config.kl_coef > 0)
+    actor_engines = FrozenEngines(actor_path, config.actor_engine, config.num_actor_workers, config.run.placement_strategy)
+    actor = Speaker(actor_engines.pool, PromptFormatter(AutoTokenizer.from_pretrained(actor_path), config.prompts))
+    critic = Speaker(session.rollouts, PromptFormatter(session.tokenizer, config.prompts))
+    return CritiqueRun(session, actor, actor_engines, critic, oracle(session.scorers))
+
+
+def run(config: CritiqueRLConfig) -> dict[str, float]:
+    """Train; returns the summary (eval before/after, last step's metrics)."""
+    state = start(config)
+    try:
+        last = train(state, config)
+    finally:
+        summary = close(state, config)
+    if last is not None:
+        write_eval_samples(last, Path(config.run.output_dir) / "eval_samples.jsonl")
+    return summary
+
+
+def train(state: CritiqueRun, config: CritiqueRLConfig) -> EvalReport | None:
+    """The two-stage loop on a started run; returns the last evaluation."""
+    session = state.session
+    prompts = load_or_prepare_prompts(session, state.actor, state.grade, config)
+    stream = session.prompt_stream(prompts)  # type: ignore[arg-type]  # any record list streams
+    eval_examples = load_examples(config.eval_data, "eval_data")
+    objective = objective_of(config)
+    reports: list[EvalReport] = []
+
+    def evaluation() -> dict[str, float]:
+        reports.append(evaluate_critique(state.actor, state.critic, state.grade, eval_examples, config.eval, seed=config.run.seed))
+        return dict(reports[-1].metrics)
+
+    if session.step == 0:
+        session.first_eval = evaluation()
+        print("[cdra] before training:\n" + format_table({"before": session.first_eval}))
+    anchored = False
+    for index in session.steps(config.steps):
+        step = index + 1
+        stage = stage_of_step(step, config.discrimination_only_step, config.stage)
+        action = anchor_action(step, config.discrimination_only_step, config.stage, anchored)
+        metrics: dict[str, float] = {}
+        if action != "none":
+            metrics["anchor/swapped"] = 1.0
+            swap_anchor(session, Path(config.run.output_dir) / STAGE1_DIR, save=action == "snapshot")
+            anchored = True
+        batch = stream.next(config.rollout_batch_size)
+        samples, step_metrics = critique_step(state, config, batch, stage, step)
+        metrics.update(step_metrics)
+        metrics.update(session.learn(samples, objective, config.optimizer_steps))
+        session.finish_step(metrics, evaluation=evaluation)
+    return reports[-1] if reports else None
+
+
+def swap_anchor(session: Session, directory: Path, save: bool) -> None:
+    """Make `directory` (the Stage I critic) the KL anchor; `save` writes it from the learner first."""
+    if save:
+        session.learners.save_pretrained(str(directory), session.model_path)
+    elif not (directory / "config.json").exists():
+        raise FileNotFoundError(f"resuming past the stage switch needs the Stage I snapshot {directory}, which is missing")
+    if session.reference is not None:
+        ray.get(session.reference.load.remote(str(directory)))
+    print(f"[cdra] stage switch: KL anchor is now {directory}")
+
+
+def critique_step(state: CritiqueRun, config: CritiqueRLConfig, batch: list[CritiquePrompt], stage: Stage, step: int) -> tuple[list[Sample], dict[str, float]]:
+    """Critiques for `batch` -> verdicts (-> refinements) -> rewards -> advantages -> samples."""
+    session, n = state.session, config.num_critiques
+    sampling = dataclasses.replace(config.critic_sampling, seed=config.run.seed * 1_000_003 + step * 10_007)
+    groups = state.critic.generate("critique", [critique_fields(p.example, p.attempt) for p in batch], sampling, n=n)
+    metrics = dict(session.rollouts.last_stats)
+    flat = [(p, c) for p, g in zip(batch, groups) for c in g]
+    verdicts = [parse_final_verdict(c.text) for _, c in flat]
+    refined: list[bool | None] = [None] * len(flat)
+    if stage == "helpfulness":
+        outputs = state.actor.generate("refine", [refine_fields(p.example, p.attempt, c.text) for p, c in flat], greedy(config.refine_max_tokens))
+        refined = list(state.grade([g[0].text for g in outputs], [p.example.answer for p, _ in flat]))
+    rewards = [critique_reward(v, p.correct, r, stage, config.rf_mode, config.combine, config.dis_weight, tuple(config.dis_reward_values))
+               for (p, _), v, r in zip(flat, verdicts, refined)]
+    advantages = critique_advantages(rewards, n, config.whiten_advantages)
+    samples = []
+    for i, ((p, c), v, r) in enumerate(zip(flat, verdicts, refined)):
+        samples.append(Sample(
+            prompt_ids=c.prompt_ids, response_ids=c.response_ids or [session.eos_id],
+            rollout_logprobs=c.logprobs if c.response_ids else [0.0],
+            reward=rewards[i], advantage=advantages[i], prompt_id=p.id, group_id=step * 100_000 + i // n,
+            policy_version=c.policy_version, scorer_version=session.scorers.version,
+            metadata={"stage": stage, "verdict": v, "original_correct": p.correct, "refined_correct": r,
+                      "ground_truth": p.example.answer, "response_text": c.text},
+        ))
+    metrics.update(step_metrics(stage, [p.correct for p, _ in flat], verdicts, refined, rewards))
+    metrics["rollout/critique_tokens_mean"] = sum(len(c.response_ids) for _, c in flat) / len(flat)
+    return samples, metrics
+
+
+def step_metrics(stage: Stage, original: list[bool], verdicts: list[bool | None], refined: list[bool | None], rewards: list[float]) -> dict[str, float]:
+    n = len(original)
+    out = {
+        "reward/mean": sum(rewards) / n,
+        "stage": 1.0 if stage == "discrimination" else 2.0,
+        "train/acc_dis": sum(v is not None and v == o for v, o in zip(verdicts, original)) / n,
+        "train/verdict_rate": sum(v is not None for v in verdicts) / n,
+        "train/attempt_acc": sum(original) / n,
+    }
+    if stage == "helpfulness":
+        out["train/refine_acc"] = sum(bool(r) for r in refined) / n
+        out["train/delta_i_to_c"] = sum(bool(r) and not o for r, o in zip(refined, original)) / n
+        out["train/delta_c_to_i"] = sum(o and not r for r, o in zip(refined, original)) / n
+    return out
+
+
+# ----------------------------------------------------------------------------- end of run
+
+
+def close(state: CritiqueRun, config: CritiqueRLConfig) -> dict[str, float]:
+    """Close the session (final model, summary.json), the actor engines; print before/after."""
+    session = state.session
+    out = Path(config.run.output_dir)
+    session.tracker.plot(["reward/mean", "train/acc_dis", "train/refine_acc", "eval/acc_dis", "eval/acc"], out / "critique_curve.png")
+    summary = session.close()
+    state.actor_engines.close()
+    before = {k[: -len("_before")]: v for k, v in summary.items() if k.endswith("_before")}
+    after = {k: v for k, v in summary.items() if k.startswith("eval/")}
+    if before and after:
+        columns = {"before": before, "after": after}
+        print("[cdra] critique-RL evaluation (greedy):\n" + format_table(columns))
+        plot_metrics(columns, out / "eval_chart.png", title="Critique-RL: before / after training")
+    return summary
+
+
+def write_eval_samples(report: EvalReport, path: Path) -> None:
+    with path.open("w") as f:
+        for rec in report.records:
+            f.write(json.dumps(rec) + "\n")

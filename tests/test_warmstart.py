@@ -1,0 +1,119 @@
+import json
+import random
+
+import pytest
+
+from cdra.data.synthetic import SyntheticConfig, make_problem, make_problems
+from cdra.models.tiny import build_tiny_model
+from cdra.models.warmstart import (
+    DEFAULT_STEPS,
+    WarmStartConfig,
+    _lr_factor,
+    _score,
+    critic_responses,
+    evaluate_accuracy,
+    task_example,
+    warm_start,
+)
+
+PROBLEM = make_problem(3, [("+", 4), ("*", 2)])  # 3+4=7, 7*2=14
+
+
+def test_task_examples_hand_written():
+    r1 = task_example("r1", PROBLEM)
+    assert r1.prompt == "User: Start with 3. Add 4. Multiply by 2.\nAssistant: <think>"
+    assert r1.target == " Step 1: 3+4=7. Step 2: 7*2=14. </think> <answer>14</answer>"
+    steps = task_example("steps", PROBLEM)
+    assert steps.prompt == "Q: Start with 3. Add 4. Multiply by 2.\nA:"
+    assert steps.target == " Step 1: 3+4=7\nStep 2: 7*2=14\nThe answer is 14."
+    critic = task_example("critic", PROBLEM)
+    assert critic.original_correct is True
+    assert critic.prompt == (
+        "Q: Start with 3. Add 4. Multiply by 2.\nA: Step 1: 3+4=7\nStep 2: 7*2=14\nThe answer is 14.\nCritique:"
+    )
+    assert critic.target.startswith(" Step sentence: 3+4=7\nCorrectness of the step: Correct\n")
+    assert critic.target.endswith("Correctness of the final answer: Correct")
+
+
+def test_corrupted_critic_example_is_labelled_wrong():
+    example = task_example("critic", PROBLEM, corrupt=True, rng=random.Random(1))
+    assert example.original_correct is False
+    assert "The answer is 14." not in example.prompt
+    assert example.target.endswith("Correctness of the final answer: Wrong")
+
+
+def test_critic_responses_alternate_correct_and_corrupted():
+    problems = make_problems(5, 0, SyntheticConfig(), "test")
+    items = critic_responses(problems)
+    assert [e.original_correct for e in items] == [True, False, True, False, True]
+    assert critic_responses(problems) == items  # deterministic
+
+
+def test_score_r1_cuts_at_stop_and_grades():
+    example = task_example("r1", PROBLEM)
+    assert _score("r1", example, " Step 1: 3+4=7. </think> <answer>14</answer> <answer>9</answer>") == (1.0, 1.0, "14")
+    assert _score("r1", example, " </think> <answer>13</answer>") == (0.0, 1.0, "13")
+    assert _score("r1", example, " Step 1: 3+4=7. <answer>14</answer>") == (0.0, 0.0, None)
+
+
+def test_score_steps_and_critic():
+    assert _score("steps", task_example("steps", PROBLEM), " Step 1: 3+4=7\nThe answer is 14.") == (1.0, 1.0, "14")
+    assert _score("steps", task_example("steps", PROBLEM), " Step 1: 3+4=8") == (0.0, 0.0, "8")
+    wrong = task_example("critic", PROBLEM, corrupt=True, rng=random.Random(0))
+    assert _score("critic", wrong, "Correctness of the final answer: Wrong") == (1.0, 1.0, "False")
+    assert _score("critic", wrong, "Correctness of the final answer: Correct") == (0.0, 1.0, "True")
+    assert _score("critic", wrong, "Correctness of the step: Wrong") == (0.0, 0.0, None)
+
+
+def test_lr_factor_warmup_then_cosine_to_a_tenth():
+    assert _lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert _lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert _lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert _lr_factor(55, 100, 10) == pytest.approx(0.55)  # halfway through the decay
+    assert _lr_factor(100, 100, 10) == pytest.approx(0.1)
+
+
+def test_config_defaults_digest_and_validation():
+    assert WarmStartConfig(task="critic").steps == DEFAULT_STEPS["critic"]
+    assert WarmStartConfig().digest() == WarmStartConfig(steps=DEFAULT_STEPS["r1"]).digest()
+    assert WarmStartConfig().digest() != WarmStartConfig(steps=DEFAULT_STEPS["r1"] + 1).digest()
+    assert WarmStartConfig().digest() != WarmStartConfig(task="steps").digest()
+    with pytest.raises(ValueError, match="task"):
+        WarmStartConfig(task="policy")
+    with pytest.raises(ValueError, match="batch_size"):
+        WarmStartConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        WarmStartConfig(lr=0.0)
+
+
+def test_evaluate_accuracy_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="task"):
+        evaluate_accuracy(tmp_path, "policy", [PROBLEM])
+    with pytest.raises(ValueError, match="at least one problem"):
+        evaluate_accuracy(tmp_path, "r1", [])
+    with pytest.raises(ValueError, match="temperature"):
+        evaluate_accuracy(tmp_path, "r1", [PROBLEM], num_samples=4)
+
+
+@pytest.mark.timeout(300)
+def test_warm_start_learns_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("CDRA_CACHE", str(tmp_path))
+    config = WarmStartConfig(task="r1", steps=60, batch_size=16, num_examples=256, eval_problems=16, warmup_steps=5)
+    problems = make_problems(16, 0, config.synthetic, "test")
+    before = evaluate_accuracy(build_tiny_model(config.model), "r1", problems)
+
+    path = warm_start(config)
+    assert path == tmp_path / "warmstart" / f"r1-{config.digest()}"
+    assert (path / "config.json").exists() and (path / "tokenizer.json").exists()
+    record = json.loads((path / "warmstart.json").read_text())
+    assert record["digest"] == config.digest()
+    assert record["config"]["steps"] == 60
+    assert record["final_loss"] < 0.5 * record["initial_loss"]
+    after = record["heldout"]
+    assert after["num_problems"] == 16
+    assert after["accuracy"] >= before["accuracy"]
+    assert after["format_rate"] > before["format_rate"]  # the r1 format is learned first
+
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert warm_start(config) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
