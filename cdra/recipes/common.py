@@ -57,6 +57,14 @@ class PromptStream:
         return out
 
 
+def synthetic_spec(split: str, num_examples: int) -> DatasetSpec:
+    """The embedded default task, with the difficulty the warm-started tiny models were trained on."""
+    from cdra.models.warmstart import DEFAULT_SYNTHETIC as task
+
+    return DatasetSpec(format="synthetic", split=split, num_examples=num_examples, num_steps=task.num_steps,
+                       max_operand=task.max_operand, ops=tuple(task.ops), max_value=task.max_value)
+
+
 def load_examples(spec: DatasetSpec, what: str) -> list[TaskExample]:
     result = load_dataset_spec(spec)
     if getattr(result, "skipped", 0):

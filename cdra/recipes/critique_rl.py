@@ -32,7 +32,7 @@ from cdra.algos.experience import Sample
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
-from cdra.recipes.common import RunConfig, load_examples
+from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
 from cdra.recipes.evaluate import (
     CritiqueEvalConfig,
     EvalReport,
@@ -73,8 +73,8 @@ class CritiqueRLConfig:
     stage: Literal["1", "2", "both"] = field(default="both", metadata={"help": "1: discrimination only; 2: helpfulness only; both: switch after discrimination_only_step"})
     discrimination_only_step: int = field(default=4, metadata={"help": "D: steps 1..D are Stage I, later steps Stage II (stage=both)"})
     steps: int = 8
-    train_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="train", num_examples=64))
-    eval_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="test", num_examples=64))
+    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 64))
+    eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 64))
     verifier: str = field(default="auto", metadata={"help": "answer checker (oracle); auto: from the train data format"})
     verifier_timeout_s: float = 10.0
     num_scorers: int = 1

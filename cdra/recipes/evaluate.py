@@ -35,7 +35,7 @@ from cdra.data.chat import CHAT_TEMPLATES, format_chat
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.data.prompts import render_prompt
-from cdra.recipes.common import load_examples
+from cdra.recipes.common import synthetic_spec, load_examples
 from cdra.rewards import parse_final_verdict
 from cdra.runtime.cluster import Placement, RoleResources, init_ray, on_gpu_cluster
 from cdra.runtime.groups import RolloutPool
@@ -317,7 +317,7 @@ class EvaluateConfig:
     ray_address: str | None = None
     actor_path: str = field(default="", metadata={"help": "HF model dir of the actor; empty: the embedded warm-started tiny actor"})
     critic_path: str = field(default="", metadata={"help": "HF model dir of the critic (e.g. a critique_rl final_model); empty: the warm-started tiny critic"})
-    data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="test", num_examples=128))
+    data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     verifier: str = field(default="auto", metadata={"help": "auto: from the dataset format (gsm8k, math, aqua, mcq)"})
     num_scorers: int = 1
     verifier_timeout_s: float = 10.0

@@ -17,7 +17,7 @@ from cdra.algos.experience import Sample
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
-from cdra.recipes.common import RunConfig, load_examples
+from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
@@ -35,8 +35,8 @@ def _default_sampling() -> SamplingConfig:
 class ExpertIterationConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/expert_iteration", eval_every=1, checkpoint_every=1))
     model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded warm-started tiny model"})
-    train_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="train", num_examples=3000))
-    eval_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="test", num_examples=128))
+    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 2000))
+    eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     prompt_template: str = "r1_short"
     verifier: str = field(default="r1_zero", metadata={"help": "built-in verifier or module:function"})
     verifier_timeout_s: float = 10.0

@@ -29,7 +29,7 @@ from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.data.prompts import PROMPTS, get_prompt
 from cdra.data.synthetic import ArithmeticProblem, format_r1_solution, make_problems
-from cdra.recipes.common import RunConfig, load_examples
+from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
@@ -43,8 +43,8 @@ SYNTHETIC_FORMATS = ("synthetic", "synthetic_mcq")
 class SFTConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/sft", eval_every=50))
     model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded untrained tiny model"})
-    train_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="train", num_examples=3000))
-    eval_data: DatasetSpec = field(default_factory=lambda: DatasetSpec(format="synthetic", split="test", num_examples=128))
+    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 2000))
+    eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     prompt_template: str = "r1_short"
     response_format: Literal["auto", "solution", "r1"] = field(
         default="auto", metadata={"help": "non-synthetic targets: auto = r1-wrapped for r1 templates, else the solution as is"})
