@@ -36,7 +36,7 @@ def _default_sampling() -> SamplingConfig:
 class GRPOConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/grpo"))
     model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded warm-started tiny model"})
-    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 2000))
+    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1400))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     prompt_template: str = "r1_short"
     verifier: str = field(default="r1_zero", metadata={"help": "built-in verifier or module:function"})

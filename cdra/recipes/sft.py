@@ -43,7 +43,7 @@ SYNTHETIC_FORMATS = ("synthetic", "synthetic_mcq")
 class SFTConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/sft", eval_every=50))
     model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded untrained tiny model"})
-    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 2000))
+    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1400))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     prompt_template: str = "r1_short"
     response_format: Literal["auto", "solution", "r1"] = field(
