@@ -106,3 +106,21 @@ def test_step_metrics():
     m = step_metrics("helpfulness", original, verdicts, [True, False, True, False], [1.2, -1.0, -1.0, 0.2])
     assert m["stage"] == 2.0 and m["reward/mean"] == pytest.approx(-0.15)
     assert (m["train/refine_acc"], m["train/delta_c_to_i"], m["train/delta_i_to_c"]) == (0.5, 0.25, 0.25)
+
+
+def test_evaluation_columns_before_switch_after():
+    from cdra.config import load_config
+    from cdra.recipes.critique_rl import CritiqueRLConfig, evaluation_columns
+
+    summary = {"eval/acc": 0.7, "eval/acc_before": 0.5, "eval/acc_dis_before": 0.6, "eval/acc_dis": 0.8, "reward/mean": 0.1}
+    rows = [{"step": 1, "reward/mean": 0.0}, {"step": 2, "eval/acc": 0.6, "eval/acc_dis": 0.75}, {"step": 3}]
+    config = load_config(CritiqueRLConfig, ["steps=3", "discrimination_only_step=2"])
+    columns = evaluation_columns(summary, rows, config)
+    assert list(columns) == ["before", "stage I (step 2)", "after"]
+    assert columns["before"] == {"eval/acc": 0.5, "eval/acc_dis": 0.6}
+    assert columns["stage I (step 2)"] == {"eval/acc": 0.6, "eval/acc_dis": 0.75}
+    assert columns["after"] == {"eval/acc": 0.7, "eval/acc_dis": 0.8}
+    # no eval at the switch, or a single-stage run: before and after only
+    assert list(evaluation_columns(summary, rows[:1], config)) == ["before", "after"]
+    single = load_config(CritiqueRLConfig, ["steps=3", "stage=1"])
+    assert list(evaluation_columns(summary, rows, single)) == ["before", "after"]

@@ -44,10 +44,10 @@ REFINE_PROMPT = "critique_rl_refine_short"
 @dataclass(frozen=True)
 class RefinerConfig:
     base: WarmStartConfig = field(default_factory=lambda: WarmStartConfig(task="steps"))
-    steps: int = 200
+    steps: int = 250
     batch_size: int = 32
     lr: float = 1e-3
-    refine_fraction: float = 0.5  # the rest are first attempts, so that skill is kept
+    refine_fraction: float = 0.6  # the rest are first attempts, so that skill is kept
     flipped_verdict_fraction: float = 0.25
     num_examples: int = 2000
     eval_problems: int = 200

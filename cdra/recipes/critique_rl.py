@@ -32,7 +32,7 @@ from cdra.algos.experience import Sample
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
-from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
+from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
 from cdra.recipes.evaluate import (
     CritiqueEvalConfig,
     EvalReport,
@@ -56,6 +56,7 @@ from cdra.rewards import critique_reward, parse_final_verdict
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
+from cdra.runtime.tracking import read_metrics
 
 Stage = Literal["discrimination", "helpfulness"]
 AnchorAction = Literal["none", "snapshot", "reload"]
@@ -67,7 +68,7 @@ STAGE1_DIR = "stage1_model"
 
 @dataclass
 class CritiqueRLConfig:
-    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/critique_rl", eval_every=100))
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/critique_rl", eval_every=4))
     actor_path: str = field(default="", metadata={"help": "HF dir of the frozen actor; empty: the embedded warm-started tiny actor"})
     critic_path: str = field(default="", metadata={"help": "HF dir of the critic to train (stage 2: a stage-1 final_model, also the KL anchor); empty: the warm-started tiny critic"})
     stage: Literal["1", "2", "both"] = field(default="both", metadata={"help": "1: discrimination only; 2: helpfulness only; both: switch after discrimination_only_step"})
@@ -347,19 +348,30 @@ def step_metrics(stage: Stage, original: list[bool], verdicts: list[bool | None]
 
 
 def close(state: CritiqueRun, config: CritiqueRLConfig) -> dict[str, float]:
-    """Close the session (final model, summary.json), the actor engines; print before/after."""
+    """Close the session (final model, summary.json) and the actor engines; print and chart the
+    evaluation before training, at the stage switch (when evaluated there) and after."""
     session = state.session
     out = Path(config.run.output_dir)
     session.tracker.plot(["reward/mean", "train/acc_dis", "train/refine_acc", "eval/acc_dis", "eval/acc"], out / "critique_curve.png")
     summary = session.close()
     state.actor_engines.close()
-    before = {k[: -len("_before")]: v for k, v in summary.items() if k.endswith("_before")}
-    after = {k: v for k, v in summary.items() if k.startswith("eval/")}
-    if before and after:
-        columns = {"before": before, "after": after}
+    columns = evaluation_columns(summary, read_metrics(out / "metrics.jsonl"), config)
+    if len(columns) > 1:
         print("[cdra] critique-RL evaluation (greedy):\n" + format_table(columns))
-        plot_metrics(columns, out / "eval_chart.png", title="Critique-RL: before / after training")
+        plot_metrics(columns, out / "eval_chart.png", title="Critique-RL evaluation")
     return summary
+
+
+def evaluation_columns(summary: dict[str, float], rows: list[dict], config: CritiqueRLConfig) -> dict[str, dict[str, float]]:
+    """Named eval results: before training, after Stage I (if evaluated at step D), after training."""
+    columns = {"before": {k[: -len("_before")]: v for k, v in summary.items() if k.startswith("eval/") and k.endswith("_before")}}
+    switch = config.discrimination_only_step
+    if config.stage == "both" and 0 < switch < config.steps:
+        at_switch = next((r for r in rows if r["step"] == switch), {})
+        if any(k.startswith("eval/") for k in at_switch):
+            columns[f"stage I (step {switch})"] = {k: v for k, v in at_switch.items() if k.startswith("eval/")}
+    columns["after"] = {k: v for k, v in summary.items() if k.startswith("eval/") and not k.endswith("_before")}
+    return {name: c for name, c in columns.items() if c}
 
 
 def write_eval_samples(report: EvalReport, path: Path) -> None:

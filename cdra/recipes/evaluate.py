@@ -35,7 +35,7 @@ from cdra.data.chat import CHAT_TEMPLATES, format_chat
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.data.prompts import render_prompt
-from cdra.recipes.common import synthetic_spec, load_examples
+from cdra.recipes.common import load_examples, synthetic_spec
 from cdra.rewards import parse_final_verdict
 from cdra.runtime.cluster import Placement, RoleResources, init_ray, on_gpu_cluster
 from cdra.runtime.groups import RolloutPool
