@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,9 +28,11 @@ def _free_port() -> int:
 def test_job_submit_to_running_cluster(tmp_path, r1_model):
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster; no token to hand around
     gcs, dash = _free_port(), _free_port()
     start = [str(bin_dir / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
-             "--dashboard-host=127.0.0.1", "--num-cpus=16", "--disable-usage-stats", "--block"]
+             "--dashboard-host=127.0.0.1", "--num-cpus=16", "--disable-usage-stats", "--block",
+             f"--temp-dir=/tmp/cdra-ray-{gcs}"]  # own session dir: later tests never find this cluster
     # --block keeps `ray start` in the foreground: ending its process group ends this cluster
     # alone (`ray stop` would also stop any other Ray instance on the machine).
     head = subprocess.Popen(start, env=env, start_new_session=True)
@@ -54,12 +57,14 @@ def test_job_submit_to_running_cluster(tmp_path, r1_model):
             os.killpg(head.pid, signal.SIGKILL)
 
 
-def _wait_for_dashboard(port: int, timeout_s: float = 180.0) -> None:
+def _wait_for_dashboard(port: int, timeout_s: float = 400.0) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=5):
                 return
+        except urllib.error.HTTPError:  # it answers (e.g. 401 when token auth is on): it is up
+            return
         except OSError:
             time.sleep(2)
     raise TimeoutError(f"Ray dashboard did not come up on port {port}")

@@ -205,7 +205,7 @@ def test_state_dict_round_trip_resumes_exactly():
 def ray_local():
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
     yield ray
     ray.shutdown()
 

@@ -187,7 +187,7 @@ def test_wandb_init_failure_does_not_crash(tmp_path, monkeypatch, caplog):
 def test_ray_gauges_created_and_set(tmp_path):
     ray = pytest.importorskip("ray")
     assert make_tracker(tmp_path).gauges == {}  # no Ray, no gauges
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
     try:
         tracker = make_tracker(tmp_path)
         assert set(tracker.gauges) == set(RAY_GAUGES)

@@ -23,7 +23,8 @@ def on_gpu_cluster() -> bool:
 
 
 def init_ray(address: str | None = None, local_cpus: int | None = None) -> None:
-    """Join RAY_ADDRESS / `address` if given, else start a local instance.
+    """Join RAY_ADDRESS / `address` if given (`auto` finds a `ray start` cluster on this
+    machine), else start a private local instance.
 
     Locally, logical CPUs are over-provisioned: each engine and learner pins its own thread
     count, so Ray's CPU accounting must not serialize them on a 2-core machine.
@@ -36,7 +37,8 @@ def init_ray(address: str | None = None, local_cpus: int | None = None) -> None:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
         cpus = local_cpus or max(16, os.cpu_count() or 1)
-        ray.init(num_cpus=cpus, runtime_env=env, include_dashboard=True, log_to_driver=True)
+        # address="local": never attach to a stray `ray start` cluster by accident
+        ray.init(address="local", num_cpus=cpus, runtime_env=env, include_dashboard=True, log_to_driver=True)
 
 
 @dataclass
