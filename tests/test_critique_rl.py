@@ -1,0 +1,108 @@
+"""Critique-RL on real actors: a critic engine + learner rank (synced), a frozen-actor engine that
+never receives weights, a reference model swapped to the Stage I snapshot at the switch."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import ray
+
+from cdra.algos.experience import Sample
+from cdra.config import load_config
+from cdra.data.example import TaskExample
+from cdra.recipes import critique_rl
+from cdra.recipes.evaluate import critique_fields
+from cdra.runtime.reference import ReferenceModel
+from cdra.runtime.tracking import read_metrics
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def critic_model() -> str:
+    from cdra.models.warmstart import WarmStartConfig, warm_start
+
+    return str(warm_start(WarmStartConfig(task="critic")))
+
+
+@pytest.fixture(scope="module")
+def actor_model() -> str:
+    from cdra.models.refiner import warm_start_refiner
+
+    return str(warm_start_refiner())
+
+
+def _probe_sample(state: critique_rl.CritiqueRun) -> Sample:
+    """A fixed critique of a fixed attempt, to read the anchor's log-probs with."""
+    example = TaskExample(id="probe", question="Start with 3. Add 4. Multiply by 2.", answer="14")
+    prompt = state.critic.prompts.encode("critique", **critique_fields(example, "Step 1: 3+4=7\nStep 2: 7*2=14\nThe answer is 14."))
+    response = state.session.encode(" Step sentence: 3+4=7\nCorrectness of the step: Correct\nExplanation: 3+4 is 7.")
+    return Sample(prompt_ids=prompt, response_ids=response)
+
+
+def test_two_stage_run_on_real_actors(tmp_path, actor_model, critic_model, ray_local):
+    out = tmp_path / "run"
+    config = load_config(critique_rl.CritiqueRLConfig, [
+        f"actor_path={actor_model}", f"critic_path={critic_model}", "stage=both", "discrimination_only_step=1", "steps=2",
+        "train_data.num_examples=4", "attempts_per_question=2", "rollout_batch_size=4", "num_critiques=2",
+        "eval_data.num_examples=4", "learner.lr=1e-3", "kl_coef=0.01",
+        f"run.output_dir={out}", "run.use_wandb=false", "run.eval_every=100",
+    ])
+    state = critique_rl.start(config)
+    try:
+        actor_before = ray.get(state.actor.pool.workers[0].param_checksum.remote())
+        critic_before = ray.get(state.session.rollouts.workers[0].param_checksum.remote())
+        probe = _probe_sample(state)
+        anchor_before = ray.get(state.session.reference.logprobs.remote([probe]))[0]
+        critique_rl.train(state, config)
+        actor_after = ray.get(state.actor.pool.workers[0].param_checksum.remote())
+        critic_after = ray.get(state.session.rollouts.workers[0].param_checksum.remote())
+        anchor_after = ray.get(state.session.reference.logprobs.remote([probe]))[0]
+    finally:
+        summary = critique_rl.close(state, config)
+
+    assert actor_after == actor_before  # the frozen actor never joined the weight sync
+    assert critic_after != pytest.approx(critic_before, rel=1e-9)
+    # the anchor moved from the start critic to the Stage I snapshot (not to the final critic)
+    assert (out / "stage1_model" / "config.json").exists() and (out / "final_model" / "config.json").exists()
+    pad = state.session.pad_id
+    assert anchor_before == pytest.approx(ReferenceModel(critic_model, pad).logprobs([probe])[0], abs=1e-4)
+    assert anchor_after == pytest.approx(ReferenceModel(str(out / "stage1_model"), pad).logprobs([probe])[0], abs=1e-4)
+    assert anchor_after != pytest.approx(anchor_before, abs=1e-4)
+    assert anchor_after != pytest.approx(ReferenceModel(str(out / "final_model"), pad).logprobs([probe])[0], abs=1e-4)
+
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["stage"] for r in rows] == [1.0, 2.0]
+    assert "anchor/swapped" not in rows[0] and rows[1]["anchor/swapped"] == 1.0
+    assert "train/refine_acc" not in rows[0] and 0.0 <= rows[1]["train/refine_acc"] <= 1.0
+    assert all(math.isfinite(r["learner/loss"]) and "learner/kl" in r for r in rows)
+    for key in ("eval/acc_dis", "eval/acc", "eval/acc0", "eval/delta"):
+        assert key in summary and f"{key}_before" in summary
+    assert summary["eval/delta"] == pytest.approx(summary["eval/acc"] - summary["eval/acc0"])
+    prompts = (out / "prompts.jsonl").read_text().splitlines()
+    assert len(prompts) == 4 * 2
+
+
+def test_standalone_evaluation_job(tmp_path, actor_model, critic_model, ray_local):
+    from cdra.recipes import evaluate
+
+    out = tmp_path / "eval"
+    config = load_config(evaluate.EvaluateConfig, [
+        f"actor_path={actor_model}", f"critic_path={critic_model}", "data.num_examples=6", "eval.rounds=2",
+        "eval.pass_samples=3", "eval.pass_k=[1,3]", f"output_dir={out}",
+    ])
+    metrics = evaluate.run(config)
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["metrics"] == pytest.approx(metrics, nan_ok=True)
+    assert metrics["eval/num_examples"] == 6.0
+    assert metrics["eval/acc"] == metrics["eval/acc_round2"]
+    assert metrics["eval/delta"] == pytest.approx(metrics["eval/acc"] - metrics["eval/acc0"])
+    assert metrics["eval/delta"] == pytest.approx(metrics["eval/delta_i_to_c"] - metrics["eval/delta_c_to_i"])
+    assert 0.0 <= metrics["eval/pass@1"] <= metrics["eval/pass@3"] <= 1.0
+    records = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(len(r["rounds"]) == 2 for r in records)
+    assert sum(r["rounds"][-1]["correct"] for r in records) / 6 == pytest.approx(metrics["eval/acc"])
+    assert (out / "eval_chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
