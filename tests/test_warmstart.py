@@ -9,10 +9,12 @@ from cdra.models.warmstart import (
     DEFAULT_STEPS,
     WarmStartConfig,
     _lr_factor,
+    _training_examples,
     _score,
     critic_responses,
     evaluate_accuracy,
     task_example,
+    untagged_r1_example,
     warm_start,
 )
 
@@ -84,6 +86,22 @@ def test_config_defaults_digest_and_validation():
         WarmStartConfig(batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         WarmStartConfig(lr=0.0)
+    with pytest.raises(ValueError, match="untagged_fraction"):
+        WarmStartConfig(untagged_fraction=1.5)
+    # only r1 reads untagged_fraction: the other tasks' digests (and caches) ignore it
+    assert WarmStartConfig(untagged_fraction=0.2).digest() != WarmStartConfig().digest()
+    assert WarmStartConfig(task="steps", untagged_fraction=0.2).digest() == WarmStartConfig(task="steps").digest()
+
+
+def test_untagged_r1_examples_score_zero_and_follow_the_fraction():
+    example = untagged_r1_example(PROBLEM)
+    assert example.target == " Step 1: 3+4=7. Step 2: 7*2=14. </think> The answer is 14."
+    assert _score("r1", example, example.target)[:2] == (0.0, 0.0)  # right answer, unrewarded form
+    assert _score("r1", example, task_example("r1", PROBLEM).target)[:2] == (1.0, 1.0)
+    config = WarmStartConfig(num_examples=400, untagged_fraction=0.3)
+    untagged = [e for e in _training_examples(config) if "<answer>" not in e.target]
+    assert 0.22 < len(untagged) / 400 < 0.38
+    assert not any("<answer>" not in e.target for e in _training_examples(WarmStartConfig(num_examples=100, untagged_fraction=0.0)))
 
 
 def test_evaluate_accuracy_rejects_bad_input(tmp_path):
@@ -98,7 +116,8 @@ def test_evaluate_accuracy_rejects_bad_input(tmp_path):
 @pytest.mark.timeout(300)
 def test_warm_start_learns_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("CDRA_CACHE", str(tmp_path))
-    config = WarmStartConfig(task="r1", steps=60, batch_size=16, num_examples=256, eval_problems=16, warmup_steps=5)
+    config = WarmStartConfig(task="r1", steps=60, batch_size=16, num_examples=256, eval_problems=16, warmup_steps=5,
+                             untagged_fraction=0.0)
     problems = make_problems(16, 0, config.synthetic, "test")
     before = evaluate_accuracy(build_tiny_model(config.model), "r1", problems)
 

@@ -6,7 +6,14 @@ problems right, and samples diverse answers at temperature 1 (GRPO needs groups 
 differ). Three tasks:
 
 - ``r1``: the GRPO policy; prompt ``r1_short``, target `format_r1_solution` (scored by
-  `r1_zero_reward_fn`).
+  `r1_zero_reward_fn`) for a ``1 - untagged_fraction`` share of the examples, and for the rest
+  the same steps ending in a plain ``</think> The answer is N.``, which the r1 reward scores 0
+  (no ``<answer>`` tags). So the warm-started policy samples both styles (about half each at
+  temperature 1) and GRPO has something it can visibly learn from the reward alone within
+  minutes: to answer in the rewarded form. It does not improve the arithmetic itself within
+  minutes: at temperature 1 about half of the rewarded samples reach the right answer through
+  wrong steps, and from a single-style warm start every learning rate that moved the policy
+  at all lowered its greedy accuracy.
 - ``steps``: the frozen Critique-RL actor; prompt ``critique_rl_inference_short``, target
   ``" " + format_steps_solution`` (``... The answer is N.``).
 - ``critic``: the Critique-RL critic; prompt ``critique_rl_critique_short`` over a response that
@@ -16,8 +23,9 @@ Every target ends with the tokenizer's EOS so a generator stops without stop str
 start is a cached preparation step: its directory is keyed by the config digest, and a second
 call returns at once.
 
-Calibration (CALIBRATION_NOTES below; 2 shared CPU cores, other agents busy, so times are wall
-clock under contention): see ``CALIBRATION``.
+Calibration (2 shared CPU cores): `DEFAULT_STEPS` puts each task's SFT at 1-2 minutes. The
+accuracy rises steeply with steps (r1, single style: 225 steps 0.30, 400 steps 0.89, 800 steps
+0.97 greedy held-out), so the defaults sit before that rise and leave room to learn.
 """
 
 from __future__ import annotations
@@ -70,7 +78,7 @@ R1_STOP = "</answer>"
 DEFAULT_MODEL = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=512)
 DEFAULT_SYNTHETIC = SyntheticConfig(num_steps=2, max_operand=9, ops=("+", "-"), max_value=99)
 # Calibrated SFT steps per task (see CALIBRATION above).
-DEFAULT_STEPS = {"r1": 225, "steps": 250, "critic": 100}
+DEFAULT_STEPS = {"r1": 300, "steps": 250, "critic": 100}
 # Where a task's SFT starts: the critic starts from the `steps` actor, which already computes
 # the arithmetic its explanations need (from scratch it only learned to say "Correct").
 DEFAULT_INIT = {"r1": "scratch", "steps": "scratch", "critic": "steps"}
@@ -95,6 +103,7 @@ class WarmStartConfig:
     seed: int = 0
     init: Init | None = None
     num_examples: int = 2000
+    untagged_fraction: float = 0.5  # r1 only: share of targets in the unrewarded style (see above)
     eval_problems: int = 200
     eval_max_new_tokens: int = 0  # 0: enough for the task's longest target
     # One intra-op thread: on the shared 2-core machine two threads per process oversubscribe
@@ -118,6 +127,8 @@ class WarmStartConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"WarmStartConfig.{name} must be an int >= 0, got {value!r}")
+        if not 0.0 <= self.untagged_fraction <= 1.0:
+            raise ValueError(f"WarmStartConfig.untagged_fraction must be in [0, 1], got {self.untagged_fraction!r}")
         if not self.lr > 0:
             raise ValueError(f"WarmStartConfig.lr must be > 0, got {self.lr!r}")
         self.model.validate()
@@ -126,6 +137,8 @@ class WarmStartConfig:
         """Hash of everything that shapes the model or its record; ``threads`` only changes speed."""
         fields = dataclasses.asdict(self)
         del fields["threads"]
+        if self.task != "r1":  # only r1 reads it: other tasks keep their digests (and caches)
+            del fields["untagged_fraction"]
         if self.init == "steps":  # a change of the base's calibration must change this digest too
             fields["base"] = self.base_config().digest()
         blob = json.dumps(fields, sort_keys=True).encode()
@@ -184,7 +197,16 @@ def _training_examples(config: WarmStartConfig) -> list[WarmStartExample]:
     rng = random.Random(f"cdra-warmstart-train:{config.seed}")
     if config.task == "critic":
         return [task_example("critic", p, corrupt=rng.random() < 0.5, rng=rng) for p in problems]
+    if config.task == "r1":
+        return [untagged_r1_example(p) if rng.random() < config.untagged_fraction else task_example("r1", p) for p in problems]
     return [task_example(config.task, p) for p in problems]
+
+
+def untagged_r1_example(problem: ArithmeticProblem) -> WarmStartExample:
+    """The r1 example with its answer outside ``<answer>`` tags, so `r1_zero_reward_fn` gives 0."""
+    tagged = task_example("r1", problem)
+    steps = tagged.target.split(" </think>")[0]
+    return dataclasses.replace(tagged, target=f"{steps} </think> The answer is {problem.answer}.")
 
 
 def _eval_examples(task: Task, problems: Sequence[ArithmeticProblem]) -> list[WarmStartExample]:

@@ -38,6 +38,7 @@ class GRPOConfig:
     model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded warm-started tiny model"})
     train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1400))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
+    eval_samples: int = field(default=4, metadata={"help": "samples per held-out problem at the rollout temperature (eval/sampled_reward); 0: greedy only"})
     prompt_template: str = "r1_short"
     verifier: str = field(default="r1_zero", metadata={"help": "built-in verifier or module:function"})
     verifier_timeout_s: float = 10.0
@@ -45,8 +46,8 @@ class GRPOConfig:
     num_rollout_workers: int = 2
     rollout: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=512))
     sampling: SamplingConfig = field(default_factory=_default_sampling)
-    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=2, lr=1e-4, micro_batch_size=32, zero_stage=2))
-    steps: int = 20
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=2, lr=3e-5, micro_batch_size=32, zero_stage=2))
+    steps: int = 30
     rollout_batch_size: int = field(default=128, metadata={"help": "responses per step (prompts x group_size)"})
     group_size: int = 8
     train_batch_size: int = field(default=128, metadata={"help": "responses per optimizer step"})
@@ -67,6 +68,7 @@ class GRPOConfig:
         check(self.rollout_batch_size % self.train_batch_size == 0, "rollout_batch_size must be a multiple of train_batch_size")
         check(self.group_size >= 2, "group_size must be >= 2 (advantages are relative to the group)")
         check(self.steps >= 1, "steps must be >= 1")
+        check(self.eval_samples >= 0, "eval_samples must be >= 0")
         check(self.mode == "sync" or self.max_staleness >= 1, "async mode needs max_staleness >= 1")
 
 
@@ -112,8 +114,11 @@ def train(session: Session, config: GRPOConfig) -> None:
         sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + (session.step + len(in_flight)) * 10_007)
         in_flight.append((session.rollouts.submit(ids, sampling, config.group_size), examples, session.version))
 
+    def evaluate() -> dict[str, float]:
+        return session.evaluate(evaluation, config.prompt_template, config.sampling, tag="eval", samples=config.eval_samples)
+
     if session.step == 0:
-        session.evaluate(evaluation, config.prompt_template, config.sampling, tag="eval")
+        evaluate()
     for step in session.steps(config.steps):
         if not in_flight:
             submit_next()
@@ -133,7 +138,7 @@ def train(session: Session, config: GRPOConfig) -> None:
             "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
         })
         metrics.update(session.learn(samples, objective, optimizer_steps))
-        session.finish_step(metrics, evaluation=lambda: session.evaluate(evaluation, config.prompt_template, config.sampling, tag="eval"))
+        session.finish_step(metrics, evaluation=evaluate)
 
 
 def score_and_advantage(session: Session, config: GRPOConfig, examples, groups, step: int) -> list[Sample]:

@@ -139,18 +139,27 @@ class Session:
         metrics["policy/version"] = float(self.version)
         return metrics
 
-    def evaluate(self, examples: list[TaskExample], template: str, sampling: SamplingConfig, tag: str = "eval") -> dict[str, float]:
-        """Greedy accuracy of the current policy on held-out examples."""
-        greedy = dataclasses.replace(sampling, temperature=0.0, seed=None)
+    def evaluate(self, examples: list[TaskExample], template: str, sampling: SamplingConfig, tag: str = "eval",
+                 samples: int = 0) -> dict[str, float]:
+        """Mean reward and format rate of the current policy on held-out examples: greedy
+        (``{tag}/reward``), and with ``samples > 0`` also over that many samples per example at
+        ``sampling``'s temperature (``{tag}/sampled_reward``: the quantity RL maximizes)."""
         prompts = [self.encode(self.prompt(template, e)) for e in examples]
-        groups = self.rollouts.generate(prompts, greedy, n=1)
-        results = self.scorers.score([ScoreItem(g[0].text, e.answer) for e, g in zip(examples, groups)])
-        out = {f"{tag}/reward": sum(r.score for r in results) / len(results),
-               f"{tag}/format": sum(r.details.get("format_reward", 0.0) for r in results) / len(results)}
+        greedy = dataclasses.replace(sampling, temperature=0.0, seed=None)
+        out = self._mean_reward(examples, self.rollouts.generate(prompts, greedy, n=1), tag, "")
+        if samples > 0 and sampling.temperature > 0:
+            sampled = dataclasses.replace(sampling, seed=self.run.seed)
+            out.update(self._mean_reward(examples, self.rollouts.generate(prompts, sampled, n=samples), tag, "sampled_"))
         if not self.first_eval:
             self.first_eval = dict(out)
             print(f"[cdra] {tag} before training: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
         return out
+
+    def _mean_reward(self, examples: list[TaskExample], groups: list, tag: str, prefix: str) -> dict[str, float]:
+        items = [ScoreItem(c.text, e.answer) for e, group in zip(examples, groups) for c in group]
+        results = self.scorers.score(items)
+        return {f"{tag}/{prefix}reward": sum(r.score for r in results) / len(results),
+                f"{tag}/{prefix}format": sum(r.details.get("format_reward", 0.0) for r in results) / len(results)}
 
     def finish_step(self, metrics: dict[str, float], evaluation: Callable[[], dict[str, float]] | None = None) -> None:
         self.step += 1
@@ -206,7 +215,7 @@ class Session:
         if finished:
             self.learners.save_pretrained(str(out / "final_model"), self.model_path)
             ray.get(self.replay.export.remote(str(out / "experience.parquet")))
-        self.tracker.plot(["reward/mean", "eval/reward"])
+        self.tracker.plot(["reward/mean", "eval/reward", "eval/sampled_reward"])
         self.tracker.close()
         summary = {**{f"{k}_before": v for k, v in self.first_eval.items()}, **self.final_metrics}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
