@@ -136,3 +136,18 @@ def test_warm_start_learns_and_is_cached(tmp_path, monkeypatch):
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert warm_start(config) == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_digest_follows_the_target_format(monkeypatch):
+    """A changed critique format must not reuse a critic (or refiner) cached under the old one."""
+    import cdra.models.refiner as refiner
+    import cdra.models.warmstart as warmstart
+
+    critic, actor = WarmStartConfig(task="critic").digest(), refiner.RefinerConfig().digest()
+    steps = WarmStartConfig(task="steps").digest()
+    original = warmstart.critique_text
+    monkeypatch.setattr(warmstart, "critique_text", lambda *a, **k: original(*a, **k).replace("Step sentence", "Step"))
+    monkeypatch.setattr(refiner, "critique_text", lambda *a, **k: original(*a, **k).replace("Step sentence", "Step"))
+    assert WarmStartConfig(task="critic").digest() != critic
+    assert refiner.RefinerConfig().digest() != actor
+    assert WarmStartConfig(task="steps").digest() == steps  # its targets hold no critique

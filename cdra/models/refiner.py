@@ -52,7 +52,7 @@ class RefinerConfig:
     num_examples: int = 2000
     eval_problems: int = 200
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # one intra-op thread: two oversubscribe the shared 2-core machine
 
     def __post_init__(self) -> None:
         if self.base.task != "steps":
@@ -65,7 +65,14 @@ class RefinerConfig:
                 raise ValueError(f"RefinerConfig.{name} must be >= 1, got {getattr(self, name)!r}")
 
     def digest(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        """Hash of the config (``threads`` only changes speed) and of a sample training example,
+        so a change to the refinement prompt or critique format never reuses a stale cache."""
+        fields = dataclasses.asdict(self)
+        del fields["threads"]
+        fields["base"] = self.base.digest()
+        sample = refinement_example(make_problems(1, 0, self.base.synthetic, "train")[0], random.Random(0), False, True)
+        fields["sample"] = [sample.prompt, sample.target]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 

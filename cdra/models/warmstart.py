@@ -141,6 +141,9 @@ class WarmStartConfig:
             del fields["untagged_fraction"]
         if self.init == "steps":  # a change of the base's calibration must change this digest too
             fields["base"] = self.base_config().digest()
+        # ... and so must a change of the task's prompt or target format
+        sample = task_example(self.task, make_problems(1, 0, self.synthetic, "train")[0], corrupt=True, rng=random.Random(0))
+        fields["sample"] = [sample.prompt, sample.target]
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
