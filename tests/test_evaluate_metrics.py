@@ -79,3 +79,11 @@ def test_format_table_rows_and_missing_values():
     assert lines[1].split() == ["acc0", "50.00%", "50.00%"]
     assert lines[2].split() == ["acc", "50.00%", "62.50%"]
     assert lines[3].split() == ["pass@4", "-", "75.00%"]
+
+
+def test_format_table_keeps_long_column_names_apart():
+    table = format_table({"before": {"eval/acc": 0.5}, "stage I (step 4)": {"eval/acc": 0.25}, "after": {"eval/acc": 0.75}})
+    header, row = table.splitlines()
+    assert "before  stage I (step 4)" in header  # a 16-character name gets its own gap
+    assert row.split() == ["acc", "50.00%", "25.00%", "75.00%"]
+    assert len(header) == len(row)  # cells line up under their names

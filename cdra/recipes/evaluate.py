@@ -252,10 +252,12 @@ def format_table(columns: dict[str, dict[str, float]], tag: str = "eval") -> str
     """Metrics as rows, one column per named result (e.g. before / after), in percent."""
     keys = _table_keys(columns, tag)
     width = max([len(k) for k in keys] + [6])
-    lines = [" " * width + "".join(f"{name:>12}" for name in columns)]
+    widths = [max(12, len(name) + 2) for name in columns]  # a long column name keeps a gap
+    lines = [" " * width + "".join(f"{name:>{w}}" for name, w in zip(columns, widths))]
     for k in keys:
         cells = [columns[name].get(f"{tag}/{k}") for name in columns]
-        lines.append(f"{k:<{width}}" + "".join(f"{100 * v:>11.2f}%" if v is not None and not math.isnan(v) else f"{'-':>12}" for v in cells))
+        lines.append(f"{k:<{width}}" + "".join(
+            f"{100 * v:>{w - 1}.2f}%" if v is not None and not math.isnan(v) else f"{'-':>{w}}" for v, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
@@ -315,7 +317,7 @@ class EvaluateConfig:
     output_dir: str = "outputs/evaluate"
     seed: int = 0
     ray_address: str | None = None
-    actor_path: str = field(default="", metadata={"help": "HF model dir of the actor; empty: the embedded warm-started tiny actor"})
+    actor_path: str = field(default="", metadata={"help": "HF model dir of the actor; empty: the embedded refiner warm start (cdra.models.refiner)"})
     critic_path: str = field(default="", metadata={"help": "HF model dir of the critic (e.g. a critique_rl final_model); empty: the warm-started tiny critic"})
     data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     verifier: str = field(default="auto", metadata={"help": "auto: from the dataset format (gsm8k, math, aqua, mcq)"})
@@ -334,13 +336,13 @@ class EvaluateConfig:
 
 def run(config: EvaluateConfig) -> dict[str, float]:
     """Evaluate (actor, critic) on `data`; writes eval.json, eval_samples.jsonl, eval_chart.png."""
-    from cdra.recipes.session import resolve_model
+    from cdra.recipes.session import resolve_actor, resolve_model
 
     started = time.perf_counter()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    actor_path = resolve_model(config.actor_path, "steps")
+    actor_path = resolve_actor(config.actor_path)
     critic_path = resolve_model(config.critic_path, "critic")
     examples = load_examples(config.data, "data")
     init_ray(config.ray_address)

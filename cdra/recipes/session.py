@@ -50,6 +50,17 @@ def resolve_model(model_path: str, warm_start_task: str) -> str:
     return str(warm_start(WarmStartConfig(task=warm_start_task)))
 
 
+def resolve_actor(actor_path: str) -> str:
+    """A Critique-RL actor: an explicit HF directory, or the embedded refiner warm start (the
+    `steps` actor that also learned to revise an attempt given a critique; the plain `steps`
+    warm start never saw a refinement prompt and rewrote most correct attempts wrong)."""
+    if actor_path:
+        return resolve_model(actor_path, "steps")
+    from cdra.models.refiner import warm_start_refiner
+
+    return str(warm_start_refiner())
+
+
 class Session:
     def __init__(self) -> None:
         raise TypeError("use Session.start(...)")
@@ -215,7 +226,8 @@ class Session:
         if finished:
             self.learners.save_pretrained(str(out / "final_model"), self.model_path)
             ray.get(self.replay.export.remote(str(out / "experience.parquet")))
-        self.tracker.plot(["reward/mean", "eval/reward", "eval/sampled_reward"])
+        curves = [k for k in ("reward/mean", "eval/reward", "eval/sampled_reward") if k in self.final_metrics]
+        self.tracker.plot(curves or ["reward/mean"])
         self.tracker.close()
         summary = {**{f"{k}_before": v for k, v in self.first_eval.items()}, **self.final_metrics}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
