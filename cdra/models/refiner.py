@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cdra.data.prompts import render_prompt
 from cdra.data.synthetic import ArithmeticProblem, corrupt_steps, critique_text, format_steps_solution, judge_steps, make_problems
 from cdra.models.tiny import cache_root, save_atomically
-from cdra.models.warmstart import WarmStartConfig, WarmStartExample, _train, evaluate_accuracy, task_example, warm_start
+from cdra.models.warmstart import (
+    WarmStartConfig,
+    WarmStartExample,
+    _train,
+    evaluate_accuracy,
+    task_example,
+    torch_threads,
+    warm_start,
+    write_record,
+)
 from cdra.rewards.verdict import FINAL_VERDICT_PREFIX
 
 __all__ = ["RefinerConfig", "refinement_example", "refiner_examples", "warm_start_refiner"]
@@ -119,9 +127,7 @@ def warm_start_refiner(config: RefinerConfig = RefinerConfig(), root: Path | Non
     target = (root or cache_root() / "warmstart") / f"actor-refine-{config.digest()}"
     if (target / "warmstart.json").exists():
         return target
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         torch.manual_seed(config.seed)
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -134,11 +140,6 @@ def warm_start_refiner(config: RefinerConfig = RefinerConfig(), root: Path | Non
         heldout = {}
         if config.eval_problems:
             heldout = evaluate_accuracy(target, "steps", make_problems(config.eval_problems, config.seed, config.base.synthetic, "test"))
-    finally:
-        torch.set_num_threads(previous_threads)
-    record = {"config": dataclasses.asdict(config), "base": str(base), "train_seconds": train_seconds,
-              "initial_loss": losses[0], "final_loss": losses[-1], "heldout_first_attempt": heldout}
-    staging = target / ".warmstart.json.tmp"
-    staging.write_text(json.dumps(record, indent=2))
-    os.replace(staging, target / "warmstart.json")
+    write_record(target, {"config": dataclasses.asdict(config), "base": str(base), "train_seconds": train_seconds,
+                          "initial_loss": losses[0], "final_loss": losses[-1], "heldout_first_attempt": heldout})
     return target

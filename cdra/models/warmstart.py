@@ -30,6 +30,7 @@ accuracy rises steeply with steps (r1, single style: 225 steps 0.30, 400 steps 0
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,7 +40,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,6 +66,7 @@ __all__ = [
     "warm_start",
     "evaluate_accuracy",
     "task_example",
+    "untagged_r1_example",
     "critic_responses",
 ]
 
@@ -142,8 +144,11 @@ class WarmStartConfig:
         if self.init == "steps":  # a change of the base's calibration must change this digest too
             fields["base"] = self.base_config().digest()
         # ... and so must a change of the task's prompt or target format
-        sample = task_example(self.task, make_problems(1, 0, self.synthetic, "train")[0], corrupt=True, rng=random.Random(0))
+        problem = make_problems(1, 0, self.synthetic, "train")[0]
+        sample = task_example(self.task, problem, corrupt=True, rng=random.Random(0))
         fields["sample"] = [sample.prompt, sample.target]
+        if self.task == "r1":
+            fields["sample"].append(untagged_r1_example(problem).target)
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -272,9 +277,7 @@ def warm_start(config: WarmStartConfig = WarmStartConfig(), root: Path | None = 
     target = (root or cache_root() / "warmstart") / f"{config.task}-{config.digest()}"
     if (target / "warmstart.json").exists():
         return target
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         torch.manual_seed(config.seed)
         init_dir = warm_start(config.base_config(), root) if config.init == "steps" else build_tiny_model(config.model)
         tokenizer = AutoTokenizer.from_pretrained(init_dir)
@@ -292,8 +295,6 @@ def warm_start(config: WarmStartConfig = WarmStartConfig(), root: Path | None = 
             started = time.perf_counter()
             metrics = evaluate_accuracy(target, config.task, problems, config.eval_max_new_tokens or None)
             metrics["eval_seconds"] = time.perf_counter() - started
-    finally:
-        torch.set_num_threads(previous_threads)
     tail = losses[-max(1, len(losses) // 20) :]
     record = {
         "config": dataclasses.asdict(config),
@@ -305,10 +306,26 @@ def warm_start(config: WarmStartConfig = WarmStartConfig(), root: Path | None = 
         "loss_curve": losses[:: max(1, len(losses) // 50)],
         "heldout": metrics,
     }
+    write_record(target, record)
+    return target
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside the block, restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def write_record(target: Path, record: dict) -> None:
+    """``target/warmstart.json``, written atomically: its presence marks a finished warm start."""
     staging = target / ".warmstart.json.tmp"
     staging.write_text(json.dumps(record, indent=2))
-    os.replace(staging, target / "warmstart.json")  # its presence marks a finished warm start
-    return target
+    os.replace(staging, target / "warmstart.json")
 
 
 # ---------------------------------------------------------------------------------------------
