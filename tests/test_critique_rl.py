@@ -106,3 +106,12 @@ def test_standalone_evaluation_job(tmp_path, actor_model, critic_model, ray_loca
     assert len(records) == 6 and all(len(r["rounds"]) == 2 for r in records)
     assert sum(r["rounds"][-1]["correct"] for r in records) / 6 == pytest.approx(metrics["eval/acc"])
     assert (out / "eval_chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_actor_is_the_refiner(actor_model, tmp_path):
+    from cdra.recipes.session import resolve_actor
+
+    assert resolve_actor("") == actor_model  # the embedded actor must know the refinement prompt
+    assert resolve_actor(actor_model) == actor_model
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        resolve_actor(str(tmp_path))

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import random
 
@@ -146,8 +147,13 @@ def test_digest_follows_the_target_format(monkeypatch):
     critic, actor = WarmStartConfig(task="critic").digest(), refiner.RefinerConfig().digest()
     steps = WarmStartConfig(task="steps").digest()
     original = warmstart.critique_text
+    original_untagged = warmstart.untagged_r1_example
     monkeypatch.setattr(warmstart, "critique_text", lambda *a, **k: original(*a, **k).replace("Step sentence", "Step"))
     monkeypatch.setattr(refiner, "critique_text", lambda *a, **k: original(*a, **k).replace("Step sentence", "Step"))
     assert WarmStartConfig(task="critic").digest() != critic
     assert refiner.RefinerConfig().digest() != actor
     assert WarmStartConfig(task="steps").digest() == steps  # its targets hold no critique
+
+    r1 = WarmStartConfig().digest()
+    monkeypatch.setattr(warmstart, "untagged_r1_example", lambda p: dataclasses.replace(original_untagged(p), target=" other form"))
+    assert WarmStartConfig().digest() != r1
