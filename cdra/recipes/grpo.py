@@ -46,6 +46,7 @@ class GRPOConfig:
     num_rollout_workers: int = 2
     rollout: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=512))
     sampling: SamplingConfig = field(default_factory=_default_sampling)
+    # lr 3e-5: 1e-4 and up cut the tiny policy's greedy accuracy within a few steps, 1e-5 moved nothing
     learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=2, lr=3e-5, micro_batch_size=32, zero_stage=2))
     steps: int = 30
     rollout_batch_size: int = field(default=128, metadata={"help": "responses per step (prompts x group_size)"})
