@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -154,6 +155,8 @@ def test_expert_iteration_trains_only_on_verified_samples(tmp_path, r1_model, ra
     kept = [int(r["ei/kept"]) for r in rows]
     assert [r["step"] for r in rows] == [1, 2]
     assert 0 < sum(kept) < 2 * 8 * 4, kept  # something verified, something rejected
+    norms = [r["learner/grad_norm"] for r in rows if r["ei/kept"] > 0]
+    assert norms and all(math.isfinite(n) and n > 0 for n in norms)  # ZeRO 0: read off the local grads
     exported = load_export(str(out / "experience.parquet"))
     assert len(exported) == sum(kept)
     for s in exported:

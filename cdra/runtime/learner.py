@@ -125,7 +125,9 @@ class LearnerWorker:
                     tokens += int(mb["attention_mask"].sum())
                     for k, v in metrics.items():
                         totals[k] = totals.get(k, 0.0) + v * mb["input_ids"].shape[0]
-                local_norm = _local_grad_norm(self.engine.module)  # ZeRO 0/1 report no global norm
+                # ZeRO 0/1 report no global norm: read it off the (already reduced) grads before
+                # step() clears them; ZeRO 2/3 keep grads in partitions and report it themselves
+                local_norm = _local_grad_norm(self.engine.module) if self.config.zero_stage < 2 else float("nan")
                 self.engine.step()
                 norm = self.engine.get_global_grad_norm()
                 norm = local_norm if norm is None else float(norm)
