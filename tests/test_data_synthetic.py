@@ -7,7 +7,9 @@ from cdra.data import (
     SyntheticConfig,
     TaskExample,
     corrupt_steps,
+    comparison_mark_offsets,
     critique_text,
+    step_check,
     format_r1_solution,
     format_steps_solution,
     judge_steps,
@@ -150,20 +152,20 @@ def test_judge_steps_definition():
 def test_critique_text_exact():
     p = hand_problem()
     assert critique_text(p, p.steps, [True, True]) == (
-        "Step sentence: 3+4=7\n"
+        "Step sentence: 3+4=7; recomputed 3+4=7; last digits 7 vs 7: same\n"
         "Correctness of the step: Correct\n"
         "Explanation: 3+4 is 7.\n"
-        "Step sentence: 7*2=14\n"
+        "Step sentence: 7*2=14; recomputed 7*2=14; last digits 4 vs 4: same\n"
         "Correctness of the step: Correct\n"
         "Explanation: 7*2 is 14.\n"
         "Correctness of the final answer: Correct"
     )
     bad = (ArithmeticStep("+", 3, 4, 8), ArithmeticStep("*", 8, 2, 16))
     assert critique_text(p, bad, [False, False]) == (
-        "Step sentence: 3+4=8\n"
+        "Step sentence: 3+4=8; recomputed 3+4=7; last digits 7 vs 8: DIFFERENT\n"
         "Correctness of the step: Wrong\n"
         "Explanation: 3+4 is 7, not 8.\n"
-        "Step sentence: 8*2=16\n"
+        "Step sentence: 8*2=16; recomputed 8*2=16; last digits 6 vs 6: same\n"
         "Correctness of the step: Wrong\n"
         "Explanation: 8*2 is 16, but it should be 7*2=14.\n"
         "Correctness of the final answer: Wrong"
@@ -175,6 +177,21 @@ def test_critique_text_exact():
     ]
     with pytest.raises(ValueError):
         critique_text(p, bad, [False])
+
+
+def test_step_check_compares_last_digits_only():
+    # a tens-digit slip is not caught: the check compares last digits (documented limit)
+    assert step_check(ArithmeticStep("+", 38, 7, 35)) == "38+7=35; recomputed 38+7=45; last digits 5 vs 5: same"
+    assert step_check(ArithmeticStep("-", 12, 3, 8)).endswith("last digits 9 vs 8: DIFFERENT")
+
+
+def test_comparison_mark_offsets():
+    p = hand_problem()
+    bad = (ArithmeticStep("+", 3, 4, 8), ArithmeticStep("*", 8, 2, 16))
+    text = critique_text(p, bad, [False, False])
+    offsets = comparison_mark_offsets(text)
+    assert [text[k : k + 4] for k in offsets] == ["DIFF", "same"]
+    assert comparison_mark_offsets("Step sentence: 3+4=7\nlast digits 7 vs 7: maybe") == []
 
 
 def test_to_example():

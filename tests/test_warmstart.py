@@ -3,13 +3,16 @@ import json
 import random
 
 import pytest
+import torch
 
 from cdra.data.synthetic import SyntheticConfig, make_problem, make_problems
 from cdra.models.tiny import build_tiny_model
 from cdra.models.warmstart import (
     DEFAULT_STEPS,
     WarmStartConfig,
+    _loss_weights,
     _lr_factor,
+    _mark_label_positions,
     _training_examples,
     _score,
     critic_responses,
@@ -34,7 +37,7 @@ def test_task_examples_hand_written():
     assert critic.prompt == (
         "Q: Start with 3. Add 4. Multiply by 2.\nA: Step 1: 3+4=7\nStep 2: 7*2=14\nThe answer is 14.\nCritique:"
     )
-    assert critic.target.startswith(" Step sentence: 3+4=7\nCorrectness of the step: Correct\n")
+    assert critic.target.startswith(" Step sentence: 3+4=7; recomputed 3+4=7; last digits 7 vs 7: same\nCorrectness of the step: Correct\n")
     assert critic.target.endswith("Correctness of the final answer: Correct")
 
 
@@ -92,6 +95,26 @@ def test_config_defaults_digest_and_validation():
     # only r1 reads untagged_fraction: the other tasks' digests (and caches) ignore it
     assert WarmStartConfig(untagged_fraction=0.2).digest() != WarmStartConfig().digest()
     assert WarmStartConfig(task="steps", untagged_fraction=0.2).digest() == WarmStartConfig(task="steps").digest()
+    # likewise only the critic reads mark_weight
+    assert WarmStartConfig(task="critic", mark_weight=1.0).digest() != WarmStartConfig(task="critic").digest()
+    assert WarmStartConfig(mark_weight=1.0).digest() == WarmStartConfig().digest()
+    with pytest.raises(ValueError, match="mark_weight"):
+        WarmStartConfig(task="critic", mark_weight=0.5)
+
+
+def test_mark_positions_point_at_the_comparison_outcomes():
+    from transformers import AutoTokenizer
+    from cdra.algos import tokenize_prompt_and_output
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_model())
+    example = task_example("critic", PROBLEM, corrupt=True, rng=random.Random(1))
+    positions = _mark_label_positions(tokenizer, example)
+    labels = tokenize_prompt_and_output([example.prompt], [example.target], tokenizer)["labels"][0]
+    assert [tokenizer.decode([int(labels[i])]) for i in positions] == ["D", "s"]  # DIFFERENT, then same
+
+    mask = torch.tensor([[False, True, True, True], [False, False, True, False]])
+    weights = _loss_weights(mask, [[2], []], 20.0)
+    assert weights.tolist() == [[0.0, 1.0, 20.0, 1.0], [0.0, 0.0, 1.0, 0.0]]
 
 
 def test_untagged_r1_examples_score_zero_and_follow_the_fraction():

@@ -369,6 +369,29 @@ def _explanation(problem: ArithmeticProblem, steps, i: int, correct: bool, earli
     return f"{expr} is {step.value}, but the problem has no step {i + 1}."
 
 
+# The comparison a critic writes into each step sentence: its own recomputation of the step,
+# then the last digit of that value next to the last digit of the response's value and the
+# outcome. A 2-layer model cannot learn, in minutes, to compare two numbers written far apart
+# (it kept saying "Correct"), but it does learn to compare two adjacent digits when that
+# outcome is weighted in the loss (`comparison_mark_offsets`); the verdict line then only has
+# to notice a "DIFFERENT" above it. The last digit catches every corrupted step (values shift
+# by 1 or 2) and 94 % of the tiny actor's real mistakes (measured on its sampled attempts).
+SAME, DIFFERENT = "same", "DIFFERENT"
+_MARK_RE = re.compile(rf"last digits \d vs \d: (?=(?:{SAME}|{DIFFERENT})\b)")
+
+
+def step_check(step: ArithmeticStep) -> str:
+    """``38+7=35; recomputed 38+7=45; last digits 5 vs 5: same`` (see above)."""
+    true = step.true_value()
+    mark = SAME if true % 10 == step.value % 10 else DIFFERENT
+    return f"{step.text()}; recomputed {step.expression()}={true}; last digits {true % 10} vs {step.value % 10}: {mark}"
+
+
+def comparison_mark_offsets(text: str) -> list[int]:
+    """Character offsets of every comparison outcome (``same``/``DIFFERENT``) in ``text``."""
+    return [m.end() for m in _MARK_RE.finditer(text)]
+
+
 def critique_text(
     problem: ArithmeticProblem,
     steps,
@@ -378,8 +401,8 @@ def critique_text(
 ) -> str:
     """The reference Critique-RL critique of a solution made of ``steps``.
 
-    Per step three lines (``Step sentence: 3+4=7`` / ``Correctness of the step: Correct|Wrong``
-    / ``Explanation: 3+4 is 7.`` or ``3+4 is 7, not 8.``), then
+    Per step three lines (``Step sentence: <step_check>`` / ``Correctness of the step:
+    Correct|Wrong`` / ``Explanation: 3+4 is 7.`` or ``3+4 is 7, not 8.``), then
     ``Correctness of the final answer: Correct|Wrong``, Correct iff the final answer (the last
     step's value unless ``final_answer`` is given) equals the gold answer. ``step_correct``
     decides each step's verdict (use :func:`judge_steps` or the labels of
@@ -393,7 +416,7 @@ def critique_text(
     lines = []
     earlier_ok = True
     for i, (step, ok) in enumerate(zip(steps, step_correct)):
-        lines.append(f"Step sentence: {step.text()}")
+        lines.append(f"Step sentence: {step_check(step)}")
         lines.append(f"Correctness of the step: {'Correct' if ok else 'Wrong'}")
         lines.append(f"Explanation: {_explanation(problem, steps, i, ok, earlier_ok)}")
         earlier_ok = earlier_ok and ok

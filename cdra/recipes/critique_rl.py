@@ -89,7 +89,7 @@ class CritiqueRLConfig:
     num_actor_workers: int = 1
     critic_engine: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=1024))
     actor_engine: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=1024))
-    critic_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=320))
+    critic_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=448))
     refine_max_tokens: int = 96
     rollout_batch_size: int = field(default=32, metadata={"help": "prompts per step (paper: 64)"})
     num_critiques: int = field(default=4, metadata={"help": "critiques per prompt (the RLOO group)"})

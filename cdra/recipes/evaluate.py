@@ -178,7 +178,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 class CritiqueEvalConfig:
     rounds: int = field(default=1, metadata={"help": "critique-refine rounds after the first attempt"})
     attempt_max_tokens: int = 96
-    critique_max_tokens: int = 320
+    critique_max_tokens: int = 448
     refine_max_tokens: int = 96
     pass_samples: int = field(default=0, metadata={"help": "samples per question for pass@k (0: skip)"})
     pass_k: list[int] = field(default_factory=lambda: [1, 4])
