@@ -33,6 +33,7 @@ def test_discrimination_metrics_over_parseable_verdicts():
     assert m["acc_dis"] == pytest.approx(2 / 3)  # (T,T) right, (F,F) right, (T,F) wrong; None skipped
     assert m["acc_dis_correct"] == 1.0
     assert m["acc_dis_incorrect"] == 0.5
+    assert m["acc_dis_balanced"] == pytest.approx(0.75)
     assert m["acc_dis_all"] == 0.5 and m["verdict_rate"] == 0.75
     m = discrimination_metrics([None, None], [True, False])
     assert math.isnan(m["acc_dis"]) and m["acc_dis_all"] == 0.0

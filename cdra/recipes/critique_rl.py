@@ -352,7 +352,7 @@ def close(state: CritiqueRun, config: CritiqueRLConfig) -> dict[str, float]:
     evaluation before training, at the stage switch (when evaluated there) and after."""
     session = state.session
     out = Path(config.run.output_dir)
-    session.tracker.plot(["reward/mean", "train/acc_dis", "train/refine_acc", "eval/acc_dis", "eval/acc"], out / "critique_curve.png")
+    session.tracker.plot(["reward/mean", "train/acc_dis", "train/refine_acc", "eval/acc_dis", "eval/acc_dis_balanced", "eval/acc"], out / "critique_curve.png")
     summary = session.close()
     state.actor_engines.close()
     columns = evaluation_columns(summary, read_metrics(out / "metrics.jsonl"), config)

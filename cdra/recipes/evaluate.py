@@ -10,6 +10,9 @@ response is critiqued and refined again. Metrics, as fractions of all examples:
 - ``acc_dis`` over the critiques with a parseable final verdict (first round), and the same over
   originally correct (``acc_dis_correct``) and incorrect (``acc_dis_incorrect``) attempts;
   ``verdict_rate`` is the parseable share, ``acc_dis_all`` counts unparseable as wrong;
+  ``acc_dis_balanced`` is the mean of the two splits: 50 % for a critic that always says
+  "Correct" (or always "Wrong"), whatever share of the attempts is correct, which plain
+  ``acc_dis`` is not (an always-"Correct" critic scores acc0 there);
 - ``pass@k`` of plain generation from ``pass_samples`` samples at ``pass_temperature``
   (unbiased estimator, Chen et al. 2021).
 
@@ -153,10 +156,12 @@ def discrimination_metrics(verdicts: list[bool | None], original: list[bool]) ->
     if len(verdicts) != len(original) or not verdicts:
         raise ValueError(f"discrimination_metrics: need equal, non-empty lists, got {len(verdicts)} and {len(original)}")
     pairs = list(zip(verdicts, original))
+    on_correct, on_incorrect = _rate([p for p in pairs if p[1]]), _rate([p for p in pairs if not p[1]])
     return {
         "acc_dis": _rate(pairs),
-        "acc_dis_correct": _rate([p for p in pairs if p[1]]),
-        "acc_dis_incorrect": _rate([p for p in pairs if not p[1]]),
+        "acc_dis_correct": on_correct,
+        "acc_dis_incorrect": on_incorrect,
+        "acc_dis_balanced": (on_correct + on_incorrect) / 2,  # nan when either split is empty
         "acc_dis_all": sum(v is not None and v == c for v, c in pairs) / len(pairs),
         "verdict_rate": sum(v is not None for v in verdicts) / len(verdicts),
     }
@@ -238,7 +243,7 @@ def evaluate_critique(actor: Speaker, critic: Speaker, grade: Grader, examples: 
 # ----------------------------------------------------------------------------- reporting
 
 
-TABLE_ROWS = ("acc0", "acc", "delta", "delta_c_to_i", "delta_i_to_c", "acc_dis", "acc_dis_correct", "acc_dis_incorrect", "verdict_rate")
+TABLE_ROWS = ("acc0", "acc", "delta", "delta_c_to_i", "delta_i_to_c", "acc_dis", "acc_dis_balanced", "acc_dis_correct", "acc_dis_incorrect", "verdict_rate")
 
 
 def _table_keys(columns: dict[str, dict[str, float]], tag: str) -> list[str]:
