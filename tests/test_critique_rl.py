@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import ray
@@ -17,7 +18,7 @@ from cdra.recipes.evaluate import critique_fields
 from cdra.runtime.reference import ReferenceModel
 from cdra.runtime.tracking import read_metrics
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(1500)  # from an empty cache the fixtures build three warm starts (~10 min)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,16 @@ def critic_model() -> str:
     from cdra.models.warmstart import WarmStartConfig, warm_start
 
     return str(warm_start(WarmStartConfig(task="critic")))
+
+
+def test_critic_warm_start_discriminates(critic_model):
+    """The default critic says "Wrong" to some wrong responses (a critic that always says
+    "Correct", as before the last-digit check, scores 0 there) and still "Correct" to most
+    correct ones: Stage I starts from a critic that discriminates a little."""
+    heldout = json.loads((Path(critic_model) / "warmstart.json").read_text())["heldout"]
+    assert heldout["format_rate"] >= 0.9
+    assert heldout["acc_on_wrong"] >= 0.08
+    assert heldout["acc_on_correct"] >= 0.8
 
 
 @pytest.fixture(scope="module")
