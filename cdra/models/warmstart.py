@@ -29,7 +29,8 @@ Every target ends with the tokenizer's EOS so a generator stops without stop str
 start is a cached preparation step: its directory is keyed by the config digest, and a second
 call returns at once.
 
-Calibration (2 shared CPU cores): `DEFAULT_STEPS` puts each task's SFT at 1-2 minutes. The
+Calibration (2 shared CPU cores): `DEFAULT_STEPS` puts the r1 and steps SFT at 1-2 minutes
+and the critic's (600 steps, longer targets) at 6-9 minutes, one thread each. The
 accuracy rises steeply with steps (r1, single style: 225 steps 0.30, 400 steps 0.89, 800 steps
 0.97 greedy held-out), so the defaults sit before that rise and leave room to learn.
 """
@@ -51,7 +52,7 @@ from typing import Iterator, Literal, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cdra.algos import log_probs_from_logits, masked_mean, tokenize_prompt_and_output
+from cdra.algos import encode_without_special_tokens, log_probs_from_logits, masked_mean, tokenize_prompt_and_output
 from cdra.data.prompts import render_prompt
 from cdra.data.synthetic import (
     ArithmeticProblem,
@@ -254,7 +255,7 @@ def _train(model, tokenizer, examples: list[WarmStartExample], config: WarmStart
         optimizer, lambda s: _lr_factor(s, config.steps, config.warmup_steps)
     )
     rng = random.Random(f"cdra-warmstart-batches:{config.seed}")
-    marks = [_mark_label_positions(tokenizer, e) for e in examples] if config.task == "critic" else None
+    marks = [_mark_label_positions(tokenizer, e) for e in examples]  # empty but for critic targets
     order: list[int] = []
     eos = tokenizer.eos_token
     losses = []
@@ -270,11 +271,9 @@ def _train(model, tokenizer, examples: list[WarmStartExample], config: WarmStart
         tokens = tokenize_prompt_and_output([e.prompt for e in batch], [e.target + eos for e in batch], tokenizer)
         logits = model(tokens["input_ids"]).logits
         log_probs = log_probs_from_logits(logits, tokens["labels"])
-        mask = tokens["response_mask"]
-        if marks is None:
-            loss = -masked_mean(log_probs, mask)
-        else:
-            loss = -(log_probs * _loss_weights(mask, [marks[i] for i in picked], config.mark_weight)).sum() / mask.sum()
+        # a token mean, with the critic's comparison outcomes counted `mark_weight` times
+        weights = _loss_weights(tokens["response_mask"], [marks[i] for i in picked], config.mark_weight)
+        loss = -masked_mean(log_probs * weights, tokens["response_mask"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -288,9 +287,11 @@ def _train(model, tokenizer, examples: list[WarmStartExample], config: WarmStart
 def _mark_label_positions(tokenizer, example: WarmStartExample) -> list[int]:
     """Label positions (as in `tokenize_prompt_and_output`) of the first token of every
     comparison outcome in the example's target."""
-    prompt_len = len(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])
-    return [prompt_len + len(tokenizer(example.target[:k], add_special_tokens=False)["input_ids"]) - 1
-            for k in comparison_mark_offsets(example.target)]
+    offsets = comparison_mark_offsets(example.target)
+    if not offsets:
+        return []
+    prompt, *prefixes = encode_without_special_tokens(tokenizer, [example.prompt] + [example.target[:k] for k in offsets])
+    return [len(prompt) + len(prefix) - 1 for prefix in prefixes]
 
 
 def _loss_weights(mask: torch.Tensor, marks: list[list[int]], mark_weight: float) -> torch.Tensor:
