@@ -93,8 +93,9 @@ def test_two_stage_run_on_real_actors(tmp_path, actor_model, critic_model, ray_l
     for key in ("eval/acc_dis", "eval/acc", "eval/acc0", "eval/delta"):
         assert key in summary and f"{key}_before" in summary
     assert summary["eval/delta"] == pytest.approx(summary["eval/acc"] - summary["eval/acc0"])
-    prompts = (out / "prompts.jsonl").read_text().splitlines()
-    assert len(prompts) == 4 * 2
+    marks = [json.loads(line)["correct"] for line in (out / "prompts.jsonl").read_text().splitlines()]
+    right = sum(marks)  # balance_prompts (default): as many wrong as correct attempts of the 4 * 2
+    assert len(marks) == (2 * min(right, len(marks) - right) if 0 < right < len(marks) else 4 * 2)
 
 
 def test_standalone_evaluation_job(tmp_path, actor_model, critic_model, ray_local):
@@ -117,6 +118,43 @@ def test_standalone_evaluation_job(tmp_path, actor_model, critic_model, ray_loca
     assert len(records) == 6 and all(len(r["rounds"]) == 2 for r in records)
     assert sum(r["rounds"][-1]["correct"] for r in records) / 6 == pytest.approx(metrics["eval/acc"])
     assert (out / "eval_chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_refiner_rewards_a_critic_that_discriminates(actor_model):
+    """The premise of Stage II: after the reference critiques of its own greedy first attempts
+    (right verdicts) the default refiner ends up right more often than when every verdict says
+    "Correct" (the start critic, nearly) or "Wrong". Measured on 64 held-out problems: first
+    attempts 50 %, refinements 67 % / 58 % / 41 %."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cdra.data.prompts import render_prompt
+    from cdra.data.synthetic import critique_text, judge_steps, make_problems, parse_steps
+    from cdra.models.refiner import REFINE_PROMPT, _set_final_verdict
+    from cdra.models.warmstart import DEFAULT_SYNTHETIC, _generate, task_example
+    from cdra.rewards import extract_gsm8k_answer
+
+    tokenizer = AutoTokenizer.from_pretrained(actor_model)
+    model = AutoModelForCausalLM.from_pretrained(actor_model, dtype=torch.float32).eval()
+    problems = make_problems(64, 0, DEFAULT_SYNTHETIC, "test")
+    attempts = [g[0] for g in _generate(model, tokenizer, [task_example("steps", p).prompt for p in problems], 80, 0.0, 1, 64)]
+    critiques = []
+    for p, a in zip(problems, attempts):
+        steps = parse_steps(a)
+        assert steps, f"unparsable first attempt {a!r}"
+        critiques.append(critique_text(p, steps, judge_steps(p, steps), final_answer=extract_gsm8k_answer(a) or ""))
+
+    def accuracy_after(verdict: bool | None) -> float:
+        prompts = [render_prompt(REFINE_PROMPT, question=p.question, response=a.strip(),
+                                 critique=c if verdict is None else _set_final_verdict(c, verdict))
+                   for p, a, c in zip(problems, attempts, critiques)]
+        refined = [g[0] for g in _generate(model, tokenizer, prompts, 96, 0.0, 1, 64)]
+        return sum(extract_gsm8k_answer(r) == p.answer for r, p in zip(refined, problems)) / len(problems)
+
+    first = sum(extract_gsm8k_answer(a) == p.answer for a, p in zip(attempts, problems)) / len(problems)
+    right, all_correct, all_wrong = accuracy_after(None), accuracy_after(True), accuracy_after(False)
+    assert right >= first + 0.08  # refinement helps after a right critique
+    assert right >= all_correct + 0.05 and right >= all_wrong + 0.15
 
 
 def test_default_actor_is_the_refiner(actor_model, tmp_path):

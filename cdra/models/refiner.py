@@ -13,6 +13,13 @@ verdict, as the instruction-tuned actors of the paper largely do:
 
 A quarter of the training critiques carry the flipped verdict, so the actor follows the verdict
 rather than its own judgement: a critic that discriminates better makes its refinements better.
+
+Calibration (greedy, 256 held-out problems, first attempts 46.5 % correct): after reference
+critiques its refinements are 63.3 % correct (it keeps 87 % of correct attempts and fixes 43 %
+of wrong ones), with every verdict forced to "Correct" 54.3 %, forced to "Wrong" 45.7 %: the
+gap a critic can close. 90 % refinement examples and 400 steps: with 60 % and 250 steps it
+broke a third of correct attempts even after a right "Correct" critique (reference critiques:
+61 -> 41 %); with 60 % and 500 steps it kept them, but its first attempts became 90 % correct.
 Cached like every warm start (directory keyed by the config digest and the base model).
 """
 
@@ -52,10 +59,10 @@ REFINE_PROMPT = "critique_rl_refine_short"
 @dataclass(frozen=True)
 class RefinerConfig:
     base: WarmStartConfig = field(default_factory=lambda: WarmStartConfig(task="steps"))
-    steps: int = 250
+    steps: int = 400
     batch_size: int = 32
     lr: float = 1e-3
-    refine_fraction: float = 0.6  # the rest are first attempts, so that skill is kept
+    refine_fraction: float = 0.9  # the rest are first attempts, so that skill is kept
     flipped_verdict_fraction: float = 0.25
     num_examples: int = 2000
     eval_problems: int = 200
