@@ -124,3 +124,31 @@ def test_evaluation_columns_before_switch_after():
     assert list(evaluation_columns(summary, rows[:1], config)) == ["before", "after"]
     single = load_config(CritiqueRLConfig, ["steps=3", "stage=1"])
     assert list(evaluation_columns(summary, rows, single)) == ["before", "after"]
+
+
+def _prompts(marks: list[bool]):
+    from cdra.data.example import TaskExample
+    from cdra.recipes.critique_rl import CritiquePrompt
+
+    example = TaskExample(id="q", question="Start with 1. Add 1.", answer="2", solution="", source="synthetic", kind="gsm8k")
+    return [CritiquePrompt(f"q/attempt-{i}", example, f"attempt {i}", ok) for i, ok in enumerate(marks)]
+
+
+def test_balance_by_correctness_keeps_equal_classes():
+    from cdra.recipes.critique_rl import balance_by_correctness
+
+    prompts = _prompts([True] * 3 + [False] * 7)
+    kept = balance_by_correctness(prompts, seed=0)
+    assert len(kept) == 6 and sum(p.correct for p in kept) == 3
+    assert {p.id for p in kept if p.correct} == {"q/attempt-0", "q/attempt-1", "q/attempt-2"}
+    assert {p.id for p in kept} <= {p.id for p in prompts} and len({p.id for p in kept}) == 6
+    assert [p.id for p in balance_by_correctness(prompts, seed=0)] == [p.id for p in kept]  # seeded
+    assert [p.correct for p in kept] != [True] * 3 + [False] * 3  # shuffled, not grouped by class
+
+
+def test_balance_by_correctness_single_class_keeps_all_and_warns():
+    from cdra.recipes.critique_rl import balance_by_correctness
+
+    prompts = _prompts([False] * 4)
+    with pytest.warns(UserWarning, match="all 4 attempts are wrong"):
+        assert balance_by_correctness(prompts, seed=0) == prompts

@@ -2,7 +2,8 @@
 
 Data prep: the frozen actor answers every training question `attempts_per_question` times
 (T 0.7); the oracle (answer checker) marks each attempt; each (question, gold, attempt, correct)
-is one RL prompt, kept in `output_dir/prompts.jsonl`.
+is one RL prompt, kept in `output_dir/prompts.jsonl`. With `balance_prompts` (default; the paper
+keeps all) a random surplus of the larger class is dropped (`balance_by_correctness`).
 
 Each step: the critic (learner group + its own engines, synced after every update) writes
 `num_critiques` critiques per prompt -> the last "Correctness of the final answer:" verdict is
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -74,8 +77,8 @@ class CritiqueRLConfig:
     stage: Literal["1", "2", "both"] = field(default="both", metadata={"help": "1: discrimination only; 2: helpfulness only; both: switch after discrimination_only_step"})
     discrimination_only_step: int = field(default=4, metadata={"help": "D: steps 1..D are Stage I, later steps Stage II (stage=both)"})
     steps: int = 8
-    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 64))
-    eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 64))
+    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 96))
+    eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 256))
     verifier: str = field(default="auto", metadata={"help": "answer checker (oracle); auto: from the train data format"})
     verifier_timeout_s: float = 10.0
     num_scorers: int = 1
@@ -84,6 +87,7 @@ class CritiqueRLConfig:
     attempts_per_question: int = field(default=4, metadata={"help": "actor samples per training question (paper: 10)"})
     attempt_temperature: float = 0.7
     attempt_max_tokens: int = 96
+    balance_prompts: bool = field(default=True, metadata={"help": "keep as many wrong as correct attempts, dropping a random surplus of the larger class (paper: keeps all)"})
     # rollout
     num_critic_workers: int = 1
     num_actor_workers: int = 1
@@ -201,12 +205,35 @@ def prepare_prompts(actor: Speaker, grade: Grader, examples: list[TaskExample], 
     return [CritiquePrompt(f"{e.id}/attempt-{i}", e, text, ok) for (e, i, text), ok in zip(flat, marks)]
 
 
+def balance_by_correctness(prompts: list[CritiquePrompt], seed: int) -> list[CritiquePrompt]:
+    """As many wrong as correct attempts (a seeded random subset of the larger class), shuffled.
+
+    RLOO only learns from groups whose critiques disagree; while the critic rarely says "Wrong",
+    those groups are mostly wrong attempts, and an unbalanced prompt set drifts the critic toward
+    the verdict of its majority class instead of toward telling the two apart (measured on the
+    embedded default: with 45 % correct attempts Stage I took Acc@Dis on correct ones from 88 to
+    56 %, with 35 % to 0, a critic that always says "Wrong").
+    """
+    right = [p for p in prompts if p.correct]
+    wrong = [p for p in prompts if not p.correct]
+    keep = min(len(right), len(wrong))
+    if keep == 0:  # nothing to balance against: an empty prompt set would stop the run for no gain
+        warnings.warn(f"balance_prompts: all {len(prompts)} attempts are {'correct' if right else 'wrong'}; keeping them all")
+        return list(prompts)
+    rng = random.Random(f"cdra-balance:{seed}")
+    kept = rng.sample(right, keep) + rng.sample(wrong, keep)
+    rng.shuffle(kept)
+    return kept
+
+
 def load_or_prepare_prompts(session: Session, actor: Speaker, grade: Grader, config: CritiqueRLConfig) -> list[CritiquePrompt]:
     """A resumed run reuses the stored prompt set, so its data order matches the first run's."""
     path = Path(config.run.output_dir) / "prompts.jsonl"
     if session.step > 0 and path.exists():
         return [CritiquePrompt.from_json(json.loads(line)) for line in path.read_text().splitlines() if line]
     prompts = prepare_prompts(actor, grade, load_examples(config.train_data, "train_data"), config)
+    if config.balance_prompts:
+        prompts = balance_by_correctness(prompts, config.run.seed)
     path.write_text("".join(json.dumps(p.to_json()) + "\n" for p in prompts))
     correct = sum(p.correct for p in prompts)
     print(f"[cdra] prompt set: {len(prompts)} attempts, {correct} correct ({100 * correct / len(prompts):.1f}%) -> {path}")
