@@ -232,11 +232,13 @@ def load_or_prepare_prompts(session: Session, actor: Speaker, grade: Grader, con
     if session.step > 0 and path.exists():
         return [CritiquePrompt.from_json(json.loads(line)) for line in path.read_text().splitlines() if line]
     prompts = prepare_prompts(actor, grade, load_examples(config.train_data, "train_data"), config)
+    sampled = len(prompts)
     if config.balance_prompts:
         prompts = balance_by_correctness(prompts, config.run.seed)
     path.write_text("".join(json.dumps(p.to_json()) + "\n" for p in prompts))
     correct = sum(p.correct for p in prompts)
-    print(f"[cdra] prompt set: {len(prompts)} attempts, {correct} correct ({100 * correct / len(prompts):.1f}%) -> {path}")
+    dropped = f" (balance_prompts dropped {sampled - len(prompts)} of {sampled})" if len(prompts) < sampled else ""
+    print(f"[cdra] prompt set: {len(prompts)} attempts{dropped}, {correct} correct ({100 * correct / len(prompts):.1f}%) -> {path}")
     return prompts
 
 
