@@ -13,6 +13,7 @@ from cdra.models.warmstart import (
     _loss_weights,
     _lr_factor,
     _mark_label_positions,
+    _train,
     _training_examples,
     _score,
     critic_responses,
@@ -100,6 +101,30 @@ def test_config_defaults_digest_and_validation():
     assert WarmStartConfig(mark_weight=1.0).digest() == WarmStartConfig().digest()
     with pytest.raises(ValueError, match="mark_weight"):
         WarmStartConfig(task="critic", mark_weight=0.5)
+    # the critic stops early by default; a task that never checks keeps its digest whatever the check settings
+    assert WarmStartConfig(task="critic").stop_at_accuracy == 0.7 and WarmStartConfig().stop_at_accuracy == 0.0
+    assert WarmStartConfig(stop_check_every=7).digest() == WarmStartConfig().digest()
+    assert WarmStartConfig(task="critic", stop_check_every=7).digest() != WarmStartConfig(task="critic").digest()
+    assert WarmStartConfig(task="critic", stop_at_accuracy=0.0).digest() != WarmStartConfig(task="critic").digest()
+    with pytest.raises(ValueError, match="stop_at_accuracy"):
+        WarmStartConfig(stop_at_accuracy=1.5)
+    with pytest.raises(ValueError, match="stop_check_every"):
+        WarmStartConfig(stop_check_every=0)
+
+
+def test_train_stops_at_the_first_check_reaching_the_target():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = build_tiny_model()
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    config = WarmStartConfig(task="steps", steps=12, batch_size=2, num_examples=8, stop_at_accuracy=0.5, stop_check_every=3)
+    scores = iter([0.1, 0.4, 0.5, 0.9])
+    losses, checks = _train(model, tokenizer, _training_examples(config), config, lambda: next(scores))
+    assert checks == [(3, 0.1), (6, 0.4), (9, 0.5)]
+    assert len(losses) == 9 and not model.training
+    never = dataclasses.replace(config, stop_at_accuracy=0.0)  # no target: no checks, every step
+    losses, checks = _train(model, tokenizer, _training_examples(never), never, lambda: 1.0)
+    assert checks == [] and len(losses) == 12
 
 
 def test_mark_positions_point_at_the_comparison_outcomes():

@@ -141,7 +141,7 @@ def warm_start_refiner(config: RefinerConfig = RefinerConfig(), root: Path | Non
         problems = make_problems(config.num_examples, config.seed + 1, config.base.synthetic, "train")
         schedule = dataclasses.replace(config.base, steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
         started = time.perf_counter()
-        losses = _train(model, tokenizer, refiner_examples(problems, config), schedule)
+        losses, _ = _train(model, tokenizer, refiner_examples(problems, config), schedule)
         train_seconds = time.perf_counter() - started
         save_atomically(model, tokenizer, target)
         heldout = {}
