@@ -18,7 +18,7 @@ from cdra.recipes.evaluate import critique_fields
 from cdra.runtime.reference import ReferenceModel
 from cdra.runtime.tracking import read_metrics
 
-pytestmark = pytest.mark.timeout(1500)  # from an empty cache the fixtures build three warm starts (~10 min)
+pytestmark = pytest.mark.timeout(2100)  # from an empty cache the fixtures build three warm starts (~19 min)
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,20 @@ def critic_model() -> str:
     return str(warm_start(WarmStartConfig(task="critic")))
 
 
-def test_critic_warm_start_discriminates(critic_model):
-    """The default critic says "Wrong" to some wrong responses (a critic that always says
-    "Correct", as before the last-digit check, scores 0 there) and still "Correct" to most
-    correct ones: Stage I starts from a critic that discriminates a little."""
-    heldout = json.loads((Path(critic_model) / "warmstart.json").read_text())["heldout"]
+def test_critic_warm_start_discriminates_part_of_the_time(critic_model):
+    """The default critic stops at the first validation check reaching 70 % Acc@Dis, well
+    before its 800 steps: it says "Wrong" to a share of wrong held-out responses (a critic
+    that always says "Correct" scores 0 there), "Correct" to most correct ones, and is not yet
+    the near-perfect critic of the full schedule, so Stage I has something to sharpen."""
+    record = json.loads((Path(critic_model) / "warmstart.json").read_text())
+    checks = [score for _, score in record["stop_checks"]]
+    assert checks[-1] >= 0.7 and all(score < 0.7 for score in checks[:-1])
+    assert record["trained_steps"] == record["stop_checks"][-1][0] < 800
+    heldout = record["heldout"]
     assert heldout["format_rate"] >= 0.9
-    assert heldout["acc_on_wrong"] >= 0.08
+    assert heldout["acc_on_wrong"] >= 0.25
     assert heldout["acc_on_correct"] >= 0.8
+    assert heldout["accuracy"] <= 0.9
 
 
 @pytest.fixture(scope="module")
