@@ -95,7 +95,7 @@ class CritiqueRLConfig:
     actor_engine: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=1024))
     critic_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=448))
     refine_max_tokens: int = 96
-    rollout_batch_size: int = field(default=32, metadata={"help": "prompts per step (paper: 64)"})
+    rollout_batch_size: int = field(default=64, metadata={"help": "prompts per step (as the paper)"})
     num_critiques: int = field(default=4, metadata={"help": "critiques per prompt (the RLOO group)"})
     train_batch_size: int = field(default=0, metadata={"help": "critiques per optimizer step; 0: the whole rollout batch"})
     # reward
