@@ -14,6 +14,7 @@ from cdra.algos.experience import Sample
 from cdra.config import load_config
 from cdra.data.example import TaskExample
 from cdra.recipes import critique_rl
+from cdra.recipes.common import load_examples, synthetic_spec
 from cdra.recipes.evaluate import critique_fields
 from cdra.runtime.reference import ReferenceModel
 from cdra.runtime.tracking import read_metrics
@@ -108,9 +109,13 @@ def test_standalone_evaluation_job(tmp_path, actor_model, critic_model, ray_loca
     from cdra.recipes import evaluate
 
     out = tmp_path / "eval"
+    # a baseline that was right on the first three questions only, plus one question this run lacks
+    questions = [e.question for e in load_examples(synthetic_spec("test", 6), "data")] + ["Start with 1."]
+    baseline = tmp_path / "baseline.jsonl"
+    baseline.write_text("".join(json.dumps({"question": q, "rounds": [{"correct": i < 3}]}) + "\n" for i, q in enumerate(questions)))
     config = load_config(evaluate.EvaluateConfig, [
         f"actor_path={actor_model}", f"critic_path={critic_model}", "data.num_examples=6", "eval.rounds=2",
-        "eval.pass_samples=3", "eval.pass_k=[1,3]", f"output_dir={out}",
+        "eval.pass_samples=3", "eval.pass_k=[1,3]", f"output_dir={out}", f"baseline={baseline}",
     ])
     metrics = evaluate.run(config)
     saved = json.loads((out / "eval.json").read_text())
@@ -123,6 +128,11 @@ def test_standalone_evaluation_job(tmp_path, actor_model, critic_model, ray_loca
     records = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(len(r["rounds"]) == 2 for r in records)
     assert sum(r["rounds"][-1]["correct"] for r in records) / 6 == pytest.approx(metrics["eval/acc"])
+    final = [r["rounds"][-1]["correct"] for r in records]
+    assert [r["question"] for r in records] == questions[:6]
+    assert metrics["paired/n"] == 6.0 and metrics["paired/acc_baseline"] == 0.5
+    assert metrics["paired/acc"] == pytest.approx(metrics["eval/acc"])
+    assert (metrics["paired/gained"], metrics["paired/lost"]) == (sum(final[3:]), 3 - sum(final[:3]))
     assert (out / "eval_chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

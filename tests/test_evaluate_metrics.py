@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -14,10 +15,15 @@ from cdra.recipes.evaluate import (
     PromptFormatter,
     critique_fields,
     discrimination_metrics,
+    final_correct_by_question,
+    format_paired,
     format_table,
+    paired_comparison,
     pass_at_k,
+    read_eval_samples,
     refinement_metrics,
     refine_fields,
+    sign_test_p,
 )
 
 
@@ -48,6 +54,53 @@ def test_pass_at_k():
         pass_at_k(4, 5, 1)
     with pytest.raises(ValueError):
         pass_at_k(4, 1, 5)
+
+
+def test_sign_test_p():
+    assert sign_test_p(3, 0) == pytest.approx(1 / 8)
+    assert sign_test_p(2, 1) == pytest.approx(4 / 8)  # (C(3,2) + C(3,3)) / 2^3
+    assert sign_test_p(0, 3) == 1.0 and sign_test_p(0, 0) == 1.0
+    # 22 up, 6 down: sum of C(28, k) for k = 22..28 over 2^28
+    assert sign_test_p(22, 6) == pytest.approx((376740 + 98280 + 20475 + 3276 + 378 + 28 + 1) / 2**28)
+    with pytest.raises(ValueError):
+        sign_test_p(-1, 2)
+
+
+def test_paired_comparison_counts_shared_questions_only():
+    baseline = {"a": True, "b": False, "c": True, "d": False, "only-baseline": True}
+    current = {"a": True, "b": True, "c": False, "d": True, "only-current": False}
+    got = paired_comparison(baseline, current)
+    assert got == {"paired/n": 4.0, "paired/acc_baseline": 0.5, "paired/acc": 0.75,
+                   "paired/gained": 2.0, "paired/lost": 1.0, "paired/sign_p": 0.5}
+    assert format_paired(got) == ("paired with the baseline over 4 shared questions: accuracy after refinement "
+                                  "50.0 % -> 75.0 %, 2 gained, 1 lost, one-sided sign test p = 0.5")
+    with pytest.raises(ValueError, match="shares no question"):
+        paired_comparison({"x": True}, {"y": True})
+
+
+def _record(question: str, *correct: bool) -> dict:
+    return {"question": question, "correct0": False, "rounds": [{"correct": c} for c in correct]}
+
+
+def test_final_correct_by_question_keeps_first_repeat_and_last_round():
+    records = [_record("q1", False, True), _record("q2", True, False), _record("q1", False, False)]
+    assert final_correct_by_question(records) == {"q1": True, "q2": False}
+
+
+def test_read_eval_samples_from_dir_or_file_and_bad_rows(tmp_path):
+    rows = [_record("q1", True), _record("q2", False)]
+    (tmp_path / "eval_samples.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_eval_samples(tmp_path) == rows
+    assert read_eval_samples(tmp_path / "eval_samples.jsonl") == rows
+    with pytest.raises(FileNotFoundError, match="baseline evaluation"):
+        read_eval_samples(tmp_path / "missing")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"question": "q3", "rounds": []}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:2: not an evaluation record"):
+        read_eval_samples(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1: not JSON"):
+        read_eval_samples(bad)
 
 
 class _Tok:

@@ -15,6 +15,9 @@ response is critiqued and refined again. Metrics, as fractions of all examples:
   ``acc_dis`` is not (an always-"Correct" critic scores acc0 there);
 - ``pass@k`` of plain generation from ``pass_samples`` samples at ``pass_temperature``
   (unbiased estimator, Chen et al. 2021).
+- with a ``baseline`` (an earlier evaluation's samples) ``paired/*``: accuracy after refinement
+  of both on the questions they share, the questions each got right alone (``gained``,
+  ``lost``) and a one-sided sign test, the way to tell two critics apart on a small test set.
 
 `evaluate_critique` is the loop, used by the Critique-RL recipe before and after training and
 by `run` (`jobs/evaluate.py`), which starts its own engines: one pool for the actor and one for
@@ -176,6 +179,68 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def sign_test_p(gained: int, lost: int) -> float:
+    """One-sided exact sign test: P(at least `gained` of the `gained + lost` changed questions
+    went up) if up and down were equally likely. 1.0 when nothing changed."""
+    if gained < 0 or lost < 0:
+        raise ValueError(f"sign_test_p needs counts >= 0, got gained={gained} lost={lost}")
+    n = gained + lost
+    return sum(math.comb(n, k) for k in range(gained, n + 1)) / 2**n
+
+
+def paired_comparison(baseline: dict[str, bool], current: dict[str, bool]) -> dict[str, float]:
+    """Accuracy after refinement on the questions both evaluations share, and how many of them
+    each one got right alone (per question, so two critics are compared on equal ground)."""
+    shared = sorted(baseline.keys() & current.keys())
+    if not shared:
+        raise ValueError("paired comparison: the baseline evaluation shares no question with this one")
+    gained = sum(current[q] and not baseline[q] for q in shared)
+    lost = sum(baseline[q] and not current[q] for q in shared)
+    return {
+        "paired/n": float(len(shared)),
+        "paired/acc_baseline": sum(baseline[q] for q in shared) / len(shared),
+        "paired/acc": sum(current[q] for q in shared) / len(shared),
+        "paired/gained": float(gained),
+        "paired/lost": float(lost),
+        "paired/sign_p": sign_test_p(gained, lost),
+    }
+
+
+def final_correct_by_question(records: list[dict[str, Any]]) -> dict[str, bool]:
+    """Question -> whether the last refinement was right; a repeated question counts once (its
+    first record), as the synthetic test split repeats questions once it runs out of them."""
+    out: dict[str, bool] = {}
+    for rec in records:
+        out.setdefault(rec["question"], bool(rec["rounds"][-1]["correct"]))
+    return out
+
+
+def read_eval_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The records of an evaluation: its `eval_samples.jsonl`, or the output_dir holding it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "eval_samples.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"baseline evaluation {str(path)!r} not found (an evaluate output_dir or its eval_samples.jsonl)")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            rec = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err})") from None
+        if not (isinstance(rec, dict) and "question" in rec and rec.get("rounds") and "correct" in rec["rounds"][-1]):
+            raise ValueError(f"{path}:{number}: not an evaluation record (needs 'question' and 'rounds' ending with 'correct')")
+        records.append(rec)
+    return records
+
+
+def format_paired(metrics: dict[str, float]) -> str:
+    return (f"paired with the baseline over {int(metrics['paired/n'])} shared questions: accuracy after refinement "
+            f"{100 * metrics['paired/acc_baseline']:.1f} % -> {100 * metrics['paired/acc']:.1f} %, "
+            f"{int(metrics['paired/gained'])} gained, {int(metrics['paired/lost'])} lost, "
+            f"one-sided sign test p = {metrics['paired/sign_p']:.3g}")
+
+
 # ----------------------------------------------------------------------------- the evaluation
 
 
@@ -334,6 +399,7 @@ class EvaluateConfig:
     critic_engine: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=1024))
     num_actor_workers: int = 1
     num_critic_workers: int = 1
+    baseline: str = field(default="", metadata={"help": "an earlier evaluation (its output_dir or eval_samples.jsonl), e.g. of the Stage I snapshot: adds gained / lost questions and a sign test over the questions both share"})
 
     def validate(self) -> None:
         check(self.num_actor_workers >= 1 and self.num_critic_workers >= 1 and self.num_scorers >= 1, "worker counts must be >= 1")
@@ -349,6 +415,7 @@ def run(config: EvaluateConfig) -> dict[str, float]:
     save_config(config, out / "config.yaml")
     actor_path = resolve_actor(config.actor_path)
     critic_path = resolve_model(config.critic_path, "critic")
+    baseline = final_correct_by_question(read_eval_samples(config.baseline)) if config.baseline else None
     examples = load_examples(config.data, "data")
     init_ray(config.ray_address)
     actor, actor_engines = speaker(actor_path, config.actor_engine, config.num_actor_workers, config.prompts)
@@ -362,10 +429,14 @@ def run(config: EvaluateConfig) -> dict[str, float]:
         for a in scorers.actors:
             ray.kill(a)
     metrics = {**report.metrics, "eval/num_examples": float(len(examples)), "time/elapsed_s": time.perf_counter() - started}
+    if baseline is not None:
+        metrics.update(paired_comparison(baseline, final_correct_by_question(report.records)))
     (out / "eval.json").write_text(json.dumps({"actor": actor_path, "critic": critic_path, "metrics": metrics}, indent=2, sort_keys=True))
     with (out / "eval_samples.jsonl").open("w") as f:
         for rec in report.records:
             f.write(json.dumps(rec) + "\n")
     plot_metrics({"eval": metrics}, out / "eval_chart.png", title=f"{Path(critic_path).name} on {config.data.format}")
     print(format_table({"eval": metrics}))
+    if baseline is not None:
+        print(format_paired(metrics))
     return metrics
