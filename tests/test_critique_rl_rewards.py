@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cdra.recipes.critique_rl import anchor_action, critique_advantages, stage_of_step, step_metrics
+from cdra.recipes.critique_rl import anchor_action, critique_advantages, kl_shaped_advantages, stage_of_step, step_metrics
 from cdra.rewards import critique_reward
 
 # transitions (original correct, refined correct)
@@ -95,6 +95,38 @@ def test_critique_advantages_rloo_then_whitened():
     assert critique_advantages([0.2] * 8, 4) == pytest.approx([0.0] * 8)
     with pytest.raises(ValueError):
         critique_advantages([1.0, 0.0, 1.0], 2)
+
+
+def test_kl_shaped_advantages_subtract_the_kl_to_go():
+    # k1 per token = logp - ref: [0.5, -1.0, 0.0] and [0.2]; with kl_coef 0.1 the token rewards
+    # are [-0.05, 0.1, 0.0] and [-0.02], summed from each token to the end
+    shaped, kl_means = kl_shaped_advantages([1.0, -0.5], [[-1.0, -2.0, -0.5], [-0.1]], [[-1.5, -1.0, -0.5], [-0.3]], 0.1)
+    assert shaped[0] == pytest.approx([1.0 + 0.05, 1.0 + 0.1, 1.0])
+    assert shaped[1] == pytest.approx([-0.52])
+    assert kl_means == pytest.approx([-0.5 / 3, 0.2])
+    # k3 = exp(ref - logp) - (ref - logp) - 1 >= 0: a pure penalty
+    shaped, _ = kl_shaped_advantages([0.0], [[-1.0]], [[-1.5]], 1.0, "k3")
+    assert shaped[0] == pytest.approx([-(math.exp(-0.5) + 0.5 - 1)])
+    # at the anchor itself there is nothing to pay
+    assert kl_shaped_advantages([0.3], [[-0.7, -0.2]], [[-0.7, -0.2]], 0.5)[0] == [[0.3, 0.3]]
+    with pytest.raises(ValueError, match="2 logprobs and 1 reference"):
+        kl_shaped_advantages([0.0], [[-1.0, -1.0]], [[-1.0]], 0.1)
+
+
+def test_k1_in_the_loss_is_rejected():
+    from cdra.config import ConfigError, load_config
+    from cdra.recipes.critique_rl import CritiqueRLConfig, objective_of
+    from cdra.recipes.grpo import GRPOConfig
+
+    # default: KL in the reward, so the loss carries none
+    assert objective_of(load_config(CritiqueRLConfig, [])).kl_coef == 0.0
+    loss = objective_of(load_config(CritiqueRLConfig, ["kl_in=loss", "kl_kind=k3"]))
+    assert (loss.kl_coef, loss.kl_kind) == (0.01, "k3")
+    with pytest.raises(ConfigError, match="k1 as a loss term"):
+        load_config(CritiqueRLConfig, ["kl_in=loss"])
+    with pytest.raises(ConfigError, match="k1 as a loss term"):
+        load_config(GRPOConfig, ["kl_coef=0.05", "kl_kind=k1"])
+    load_config(GRPOConfig, ["kl_coef=0.0", "kl_kind=k1"])  # no KL at all: nothing to reject
 
 
 def test_step_metrics():

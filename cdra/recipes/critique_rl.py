@@ -12,7 +12,9 @@ parsed (missing or ambiguous = wrong) -> reward:
   Stage II (later steps): the actor, on its own engines that never receive critic weights,
   refines (question, attempt, critique) at T 0; helpfulness by `rf_mode` combined with
   discrimination (`combine`, weight 0.2);
--> RLOO advantages, whitened over the batch -> PPO clip, `epochs` passes, k1 KL to the anchor.
+-> RLOO advantages, whitened over the batch, minus the k1 KL to the anchor summed to go (a
+per-token reward, as OpenRLHF's RLOO; `kl_in=loss` puts a k2/k3 term in the loss instead)
+-> PPO clip, `epochs` passes.
 At the switch the anchor becomes the Stage I critic (saved to `output_dir/stage1_model`).
 `stage=1` / `stage=2 critic_path=<stage 1 final_model>` run the two stages as separate jobs.
 """
@@ -30,7 +32,8 @@ from typing import Literal
 import ray
 import torch
 
-from cdra.algos import masked_whiten, rloo_advantages
+from cdra.algos import kl_estimate, masked_whiten, reward_to_go, rloo_advantages
+from cdra.algos.kl import KLKind
 from cdra.algos.experience import Sample
 from cdra.config import check
 from cdra.data.example import TaskExample
@@ -112,6 +115,7 @@ class CritiqueRLConfig:
     epochs: int = 2
     kl_coef: float = 0.01
     kl_kind: Literal["k1", "k2", "k3"] = "k1"
+    kl_in: Literal["reward", "loss"] = field(default="reward", metadata={"help": "reward: -kl_coef * KL to the anchor as a per-token reward, summed to go and added to the normalized advantage (OpenRLHF's RLOO); loss: kl_kind as a loss term (k2 or k3 only)"})
     eval: CritiqueEvalConfig = field(default_factory=CritiqueEvalConfig)
 
     def validate(self) -> None:
@@ -125,6 +129,9 @@ class CritiqueRLConfig:
               f"train_batch_size must divide rollout_batch_size * num_critiques = {total}")
         check(self.epochs >= 1, "epochs must be >= 1")
         check(self.kl_coef >= 0, "kl_coef must be >= 0")
+        # the gradient of a k1 loss term is that of log pi alone: it never sees the anchor
+        check(not (self.kl_in == "loss" and self.kl_kind == "k1" and self.kl_coef > 0),
+              "kl_kind=k1 as a loss term does not pull toward the anchor (its gradient ignores the reference); use kl_in=reward or kl_kind=k2|k3")
 
     @property
     def optimizer_steps(self) -> int:
@@ -134,7 +141,7 @@ class CritiqueRLConfig:
 
 def objective_of(config: CritiqueRLConfig) -> Objective:
     return Objective(kind="policy_gradient", loss_type="grpo_clip", cliprange=config.cliprange, length_normalization="mean",
-                     kl_coef=config.kl_coef, kl_kind=config.kl_kind, epochs=config.epochs)
+                     kl_coef=config.kl_coef if config.kl_in == "loss" else 0.0, kl_kind=config.kl_kind, epochs=config.epochs)
 
 
 # ----------------------------------------------------------------------------- stage schedule (pure)
@@ -175,6 +182,24 @@ def critique_advantages(rewards: list[float], group_size: int, whiten: bool = Tr
     if whiten:
         advantages = masked_whiten(advantages, torch.ones_like(advantages))
     return advantages.tolist()
+
+
+def kl_shaped_advantages(advantages: list[float], logprobs: list[list[float]], ref_logprobs: list[list[float]],
+                         kl_coef: float, kl_kind: KLKind = "k1") -> tuple[list[list[float]], list[float]]:
+    """Per-token advantages with the KL to the anchor as a per-token reward -kl_coef * kl_t:
+    A_t = A - kl_coef * sum_{s >= t} kl_s, kl_t from the sampled tokens' rollout and reference
+    log-probs. Also returns each response's mean per-token KL (for metrics)."""
+    if not len(advantages) == len(logprobs) == len(ref_logprobs):
+        raise ValueError(f"kl_shaped_advantages: {len(advantages)} advantages, {len(logprobs)} logprob and {len(ref_logprobs)} reference rows")
+    shaped, kl_means = [], []
+    for a, lp, ref in zip(advantages, logprobs, ref_logprobs):
+        if len(lp) != len(ref) or not lp:
+            raise ValueError(f"kl_shaped_advantages: response with {len(lp)} logprobs and {len(ref)} reference logprobs")
+        kl = kl_estimate(torch.tensor([lp], dtype=torch.float64), torch.tensor([ref], dtype=torch.float64), kl_kind)
+        to_go = reward_to_go(-kl_coef * kl, torch.ones_like(kl))[0]
+        shaped.append((a + to_go).tolist())
+        kl_means.append(float(kl.mean()))
+    return shaped, kl_means
 
 
 # ----------------------------------------------------------------------------- data prep
@@ -355,6 +380,13 @@ def critique_step(state: CritiqueRun, config: CritiqueRLConfig, batch: list[Crit
             metadata={"stage": stage, "verdict": v, "original_correct": p.correct, "refined_correct": r,
                       "ground_truth": p.example.answer, "response_text": c.text},
         ))
+    if config.kl_in == "reward" and config.kl_coef > 0:
+        session.attach_reference_logprobs(samples)
+        shaped, kl_means = kl_shaped_advantages(advantages, [s.rollout_logprobs for s in samples],
+                                                [s.ref_logprobs for s in samples], config.kl_coef, config.kl_kind)
+        for sample, token_advantages in zip(samples, shaped):
+            sample.token_advantages = token_advantages
+        metrics["train/kl"] = sum(kl_means) / len(kl_means)
     metrics.update(step_metrics(stage, [p.correct for p, _ in flat], verdicts, refined, rewards))
     metrics["rollout/critique_tokens_mean"] = sum(len(c.response_ids) for _, c in flat) / len(flat)
     return samples, metrics

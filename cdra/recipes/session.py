@@ -134,11 +134,17 @@ class Session:
             bar.update(1)
         bar.close()
 
+    def attach_reference_logprobs(self, samples: list[Sample]) -> None:
+        """The reference (KL anchor) log-probs of each response token, for samples that lack them."""
+        missing = [s for s in samples if s.ref_logprobs is None]
+        if self.reference is None or not missing:
+            return
+        for s, ref in zip(missing, ray.get(self.reference.logprobs.remote(missing))):
+            s.ref_logprobs = ref
+
     def learn(self, samples: list[Sample], objective: Objective, optimizer_steps: int = 1) -> dict[str, float]:
         """Replay store -> learner update -> versioned weight broadcast. Returns metrics."""
-        if self.reference is not None:
-            for s, ref in zip(samples, ray.get(self.reference.logprobs.remote(samples))):
-                s.ref_logprobs = ref
+        self.attach_reference_logprobs(samples)
         ray.get(self.replay.add.remote(samples))
         batch = ray.get(self.replay.take.remote(None, self.version))
         metrics = self.learners.train(batch, objective, optimizer_steps)
