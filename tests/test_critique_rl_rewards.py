@@ -127,6 +127,12 @@ def test_k1_in_the_loss_is_rejected():
     with pytest.raises(ConfigError, match="k1 as a loss term"):
         load_config(GRPOConfig, ["kl_coef=0.05", "kl_kind=k1"])
     load_config(GRPOConfig, ["kl_coef=0.0", "kl_kind=k1"])  # no KL at all: nothing to reject
+    # the loss itself refuses it too, whichever recipe builds the objective
+    from cdra.runtime.objectives import Objective
+
+    with pytest.raises(ValueError, match="k1 as a loss term"):
+        Objective(kl_coef=0.01, kl_kind="k1")
+    assert Objective(kl_coef=0.01, kl_kind="k2").kl_kind == "k2"
 
 
 def test_step_metrics():

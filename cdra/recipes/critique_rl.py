@@ -60,7 +60,7 @@ from cdra.recipes.evaluate import (
 from cdra.recipes.session import Session, resolve_actor
 from cdra.rewards import critique_reward, parse_final_verdict
 from cdra.runtime.learner import LearnerConfig
-from cdra.runtime.objectives import Objective
+from cdra.runtime.objectives import Objective, k1_loss_problem
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
@@ -129,9 +129,8 @@ class CritiqueRLConfig:
               f"train_batch_size must divide rollout_batch_size * num_critiques = {total}")
         check(self.epochs >= 1, "epochs must be >= 1")
         check(self.kl_coef >= 0, "kl_coef must be >= 0")
-        # the gradient of a k1 loss term is that of log pi alone: it never sees the anchor
-        check(not (self.kl_in == "loss" and self.kl_kind == "k1" and self.kl_coef > 0),
-              "kl_kind=k1 as a loss term does not pull toward the anchor (its gradient ignores the reference); use kl_in=reward or kl_kind=k2|k3")
+        problem = k1_loss_problem(self.kl_coef, self.kl_kind) if self.kl_in == "loss" else None
+        check(problem is None, f"{problem}; use kl_in=reward or kl_kind=k2|k3")
 
     @property
     def optimizer_steps(self) -> int:

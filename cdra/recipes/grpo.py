@@ -23,7 +23,7 @@ from cdra.data.loaders import DatasetSpec
 from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
-from cdra.runtime.objectives import Objective
+from cdra.runtime.objectives import Objective, k1_loss_problem
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem
 
@@ -71,8 +71,8 @@ class GRPOConfig:
         check(self.steps >= 1, "steps must be >= 1")
         check(self.eval_samples >= 0, "eval_samples must be >= 0")
         check(self.mode == "sync" or self.max_staleness >= 1, "async mode needs max_staleness >= 1")
-        # the gradient of a k1 loss term is that of log pi alone: it never sees the reference
-        check(not (self.kl_coef > 0 and self.kl_kind == "k1"), "kl_kind=k1 as a loss term does not pull toward the reference (its gradient ignores it); use k2 or k3")
+        problem = k1_loss_problem(self.kl_coef, self.kl_kind)
+        check(problem is None, f"{problem}; use kl_kind=k2 or k3")
 
 
 def objective_of(config: GRPOConfig) -> Objective:

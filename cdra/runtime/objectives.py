@@ -14,6 +14,15 @@ import torch
 from cdra.algos import compute_entropy, compute_policy_gradient_loss, compute_token_clip_loss, kl_estimate, log_probs_from_logits, masked_mean, masked_normalize
 
 
+def k1_loss_problem(kl_coef: float, kl_kind: str) -> str | None:
+    """Why a KL loss term would not pull toward the reference, or None. The gradient of a k1
+    term (log pi - log ref) is that of log pi alone: it never sees the reference, and is zero
+    in expectation over on-policy samples. k2 and k3 pull; k1 belongs in the reward."""
+    if kl_coef > 0 and kl_kind == "k1":
+        return "kl_kind=k1 as a loss term does not pull toward the reference (its gradient ignores it)"
+    return None
+
+
 @dataclass(frozen=True)
 class Objective:
     kind: Literal["sft", "policy_gradient"] = "policy_gradient"
@@ -30,6 +39,11 @@ class Objective:
     old_logprobs_source: Literal["learner", "rollout"] = "learner"
     # truncated importance weight min(pi_old/pi_behaviour, cap) for non-clip losses in async mode
     is_cap: float | None = None
+
+    def __post_init__(self) -> None:
+        problem = k1_loss_problem(self.kl_coef, self.kl_kind)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def needs_old_logprobs(self) -> bool:
