@@ -17,6 +17,7 @@ from cdra.recipes import critique_rl
 from cdra.recipes.common import load_examples, synthetic_spec
 from cdra.recipes.evaluate import critique_fields
 from cdra.runtime.reference import ReferenceModel
+from cdra.runtime.replay import load_export
 from cdra.runtime.tracking import read_metrics
 
 pytestmark = pytest.mark.timeout(2100)  # from an empty cache the fixtures build three warm starts (~19 min)
@@ -99,6 +100,10 @@ def test_two_stage_run_on_real_actors(tmp_path, actor_model, critic_model, ray_l
     assert all(math.isfinite(r["learner/loss"]) and math.isfinite(r["train/kl"]) for r in rows)
     # the KL is paid in the reward (kl_in=reward): at step 1 the rollout policy is the anchor itself
     assert abs(rows[0]["train/kl"]) < 1e-3 and "learner/kl" not in rows[0]
+    # what the learner got: each token's advantage is the critique's minus 0.01 x its k1 KL to go
+    for s in load_export(str(out / "experience.parquet")):
+        kl = [lp - ref for lp, ref in zip(s.rollout_logprobs, s.ref_logprobs)]
+        assert s.token_advantages == pytest.approx([s.advantage - 0.01 * sum(kl[t:]) for t in range(len(kl))], abs=1e-6)
     for key in ("eval/acc_dis", "eval/acc", "eval/acc0", "eval/delta"):
         assert key in summary and f"{key}_before" in summary
     assert summary["eval/delta"] == pytest.approx(summary["eval/acc"] - summary["eval/acc0"])
@@ -136,6 +141,20 @@ def test_standalone_evaluation_job(tmp_path, actor_model, critic_model, ray_loca
     assert metrics["paired/acc"] == pytest.approx(metrics["eval/acc"])
     assert (metrics["paired/gained"], metrics["paired/lost"]) == (sum(final[3:]), 3 - sum(final[:3]))
     assert (out / "eval_chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_rejects_a_baseline_of_other_questions_before_starting(tmp_path, actor_model, critic_model):
+    from cdra.recipes import evaluate
+
+    baseline = tmp_path / "other.jsonl"
+    baseline.write_text(json.dumps({"question": "What is 1+1?", "rounds": [{"correct": True}]}) + "\n")
+    config = load_config(evaluate.EvaluateConfig, [
+        f"actor_path={actor_model}", f"critic_path={critic_model}", "data.num_examples=6",
+        f"output_dir={tmp_path / 'eval'}", f"baseline={baseline}",
+    ])
+    # the check before any engine starts (after the evaluation it would say "... with this one")
+    with pytest.raises(ValueError, match="shares no question with data"):
+        evaluate.run(config)
 
 
 def test_refiner_rewards_a_critic_that_discriminates(actor_model):

@@ -417,6 +417,8 @@ def run(config: EvaluateConfig) -> dict[str, float]:
     critic_path = resolve_model(config.critic_path, "critic")
     baseline = final_correct_by_question(read_eval_samples(config.baseline)) if config.baseline else None
     examples = load_examples(config.data, "data")
+    if baseline is not None and not baseline.keys() & {e.question for e in examples}:
+        raise ValueError(f"baseline {config.baseline!r} shares no question with data: is it an evaluation of the same dataset?")
     init_ray(config.ray_address)
     actor, actor_engines = speaker(actor_path, config.actor_engine, config.num_actor_workers, config.prompts)
     critic, critic_engines = speaker(critic_path, config.critic_engine, config.num_critic_workers, config.prompts)
