@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cdra.config import load_config
+from cdra.data.example import TaskExample
 from cdra.recipes import grpo
+from cdra.recipes.common import PromptStream
 from cdra.runtime.tracking import read_metrics
 
 pytestmark = pytest.mark.timeout(900)
@@ -30,5 +32,17 @@ def test_resume_continues_counter_and_data_order(tmp_path, r1_model, ray_local):
     resumed = read_metrics(tmp_path / "split" / "metrics.jsonl")
     assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [1, 2, 3]
     assert [r["data/prompt_hash"] for r in resumed] == [r["data/prompt_hash"] for r in straight]
+    assert [r["data/epoch"] for r in resumed] == [r["data/epoch"] for r in straight] == [4 / 1400, 8 / 1400, 12 / 1400]  # 16 rollouts = 4 prompts x 4
     assert [r["policy/version"] for r in resumed] == [1.0, 2.0, 3.0]
     assert (tmp_path / "split" / "final_model" / "config.json").exists()
+
+
+def test_prompt_stream_epoch_counts_passes_over_the_data():
+    examples = [TaskExample(id=f"q{i}", question=f"q{i}", answer=str(i)) for i in range(4)]
+    stream = PromptStream(examples, seed=0)
+    assert stream.epoch == 0.0
+    first = stream.next(3)
+    assert stream.epoch == 0.75
+    second = stream.next(3)
+    assert stream.epoch == 1.5
+    assert sorted(e.id for e in first + second[:1]) == ["q0", "q1", "q2", "q3"]  # one full pass before any repeat

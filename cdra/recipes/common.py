@@ -48,6 +48,11 @@ class PromptStream:
         random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return order
 
+    @property
+    def epoch(self) -> float:
+        """Passes made over the dataset so far: 2.5 is two full passes and half of a third."""
+        return self.cursor / len(self.examples)
+
     def next(self, n: int) -> list[TaskExample]:
         out = []
         for _ in range(n):

@@ -184,6 +184,8 @@ class Session:
         if evaluation is not None and (self.step % self.run.eval_every == 0 or last):
             metrics.update(evaluation())
         metrics["time/elapsed_s"] = time.perf_counter() - self.started
+        if self.stream is not None:  # past 1.0 the run revisits prompts: train metrics then partly measure memory
+            metrics["data/epoch"] = self.stream.epoch
         scorer_stats = self.scorers.stats()
         metrics["scorer/errors"] = float(scorer_stats["errors"])
         metrics["scorer/timeouts"] = float(scorer_stats["timeouts"])
