@@ -80,7 +80,7 @@ class CritiqueRLConfig:
     stage: Literal["1", "2", "both"] = field(default="both", metadata={"help": "1: discrimination only; 2: helpfulness only; both: switch after discrimination_only_step"})
     discrimination_only_step: int = field(default=4, metadata={"help": "D: steps 1..D are Stage I, later steps Stage II (stage=both)"})
     steps: int = 16
-    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 96))
+    train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1024))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 256))
     verifier: str = field(default="auto", metadata={"help": "answer checker (oracle); auto: from the train data format"})
     verifier_timeout_s: float = 10.0
