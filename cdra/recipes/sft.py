@@ -171,7 +171,6 @@ def run(config: SFTConfig) -> dict[str, float]:
         samples = [sft_sample(p, r, e.id, step * config.batch_size + i, session.version, config.max_seq_len)
                    for i, (e, (p, r)) in enumerate(zip(batch, tokens))]
         metrics = {
-            "data/epoch": train.cursor / len(pairs),
             "data/truncated": float(sum(len(p) + len(r) > config.max_seq_len for p, r in tokens)),
             "data/response_tokens_mean": sum(len(s.response_ids) for s in samples) / len(samples),
         }
