@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from cdra.config import load_config
@@ -46,3 +48,11 @@ def test_prompt_stream_epoch_counts_passes_over_the_data():
     second = stream.next(3)
     assert stream.epoch == 1.5
     assert sorted(e.id for e in first + second[:1]) == ["q0", "q1", "q2", "q3"]  # one full pass before any repeat
+    # each epoch's order is its own seeded shuffle (seed * 1_000_003 + epoch), also across a cached epoch boundary
+    orders = []
+    for epoch in (0, 1):
+        order = list(range(4))
+        random.Random(epoch).shuffle(order)
+        orders += [f"q{i}" for i in order]
+    assert [e.id for e in first + second] == orders[:6]
+    assert [e.id for e in stream.next(2)] == orders[6:8]

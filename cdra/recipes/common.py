@@ -42,11 +42,14 @@ class PromptStream:
         self.examples = examples
         self.seed = seed
         self.cursor = 0
+        self._shuffled: tuple[int, list[int]] = (-1, [])  # (epoch, its order): one shuffle per epoch, not per draw
 
     def _order(self, epoch: int) -> list[int]:
-        order = list(range(len(self.examples)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order
+        if self._shuffled[0] != epoch:
+            order = list(range(len(self.examples)))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._shuffled = (epoch, order)
+        return self._shuffled[1]
 
     @property
     def epoch(self) -> float:
