@@ -160,8 +160,8 @@ def test_evaluation_rejects_a_baseline_of_other_questions_before_starting(tmp_pa
 def test_refiner_rewards_a_critic_that_discriminates(actor_model):
     """The premise of Stage II: after the reference critiques of its own greedy first attempts
     (right verdicts) the default refiner ends up right more often than when every verdict says
-    "Correct" (the start critic, nearly) or "Wrong". Measured on 64 held-out problems: first
-    attempts 50 %, refinements 67 % / 58 % / 41 %."""
+    "Correct" or "Wrong". Measured on 64 held-out problems: first attempts 59 %, refinements
+    98 % / 62 % / 67 % (the 400-step refiner of earlier versions: 50 %, then 67 / 58 / 41 %)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -190,8 +190,8 @@ def test_refiner_rewards_a_critic_that_discriminates(actor_model):
 
     first = sum(extract_gsm8k_answer(a) == p.answer for a, p in zip(attempts, problems)) / len(problems)
     right, all_correct, all_wrong = accuracy_after(None), accuracy_after(True), accuracy_after(False)
-    assert right >= first + 0.08  # refinement helps after a right critique
-    assert right >= all_correct + 0.05 and right >= all_wrong + 0.15
+    assert right >= first + 0.25  # refinement helps after a right critique
+    assert right >= all_correct + 0.25 and right >= all_wrong + 0.15
 
 
 def test_default_actor_is_the_refiner(actor_model, tmp_path):

@@ -25,9 +25,10 @@ differ). Three tasks:
   (greedy held-out Acc@Dis at step 350 / 460 / 490 / 600 / 800: 50 / 68.5 / 71.5 / 85.5 /
   99.5 %), and a critic trained to the end is as good as the reference critiques for the
   refiner, leaving RL nothing to gain. So the critic stops early (`stop_at_accuracy` 0.7 on
-  the validation split; it came at step 510, held-out 96 % right on correct and 37 % on wrong
-  responses): a critic that compares part of the time, which leaves Stage I something to
-  sharpen.
+  the validation split): a critic that compares part of the time, which leaves Stage I
+  something to sharpen. Where it stops depends on the build: at step 510 (held-out 96 % right
+  on correct and 37 % on wrong responses) for the README's earlier figures, at step 600 (96 % /
+  63 %) on the machine of the current ones, with the same code and seeds.
 
 Every target ends with the tokenizer's EOS so a generator stops without stop strings. A warm
 start is a cached preparation step: its directory is keyed by the config digest, and a second
