@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(900)
 
 def test_grpo_default_raises_held_out_reward(tmp_path, r1_model, ray_local):
     config = load_config(grpo.GRPOConfig, [
-        f"model_path={r1_model}", "run.eval_every=30",  # the default 30 steps, evaluated at the end
+        f"model_path={r1_model}", "steps=30", "run.eval_every=30",  # the default run, evaluated at the end
         f"run.output_dir={tmp_path}", "run.use_wandb=false",
     ])
     summary = grpo.run(config)
