@@ -19,6 +19,8 @@ setup(
     version="0.1.0",
     description="Ray actor/learner RL for reasoning LMs with process rewards and trained critics",
     packages=find_packages(include=["cdra", "cdra.*"]),
+    # the model zoo's shipped checkpoints (HF directories with their cards)
+    package_data={"cdra.models.zoo": ["checkpoints/*/*"]},
     python_requires=">=3.11",
     install_requires=["torch>=2.6", "numpy"],
     extras_require={

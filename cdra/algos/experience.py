@@ -25,6 +25,7 @@ class Sample:
     advantage: float | None = None  # sequence-level advantage
     token_advantages: list[float] | None = None  # token-level advantage (dense recipes, GAE)
     loss_weight: float = 1.0  # e.g. 0 for SFT examples that should be ignored
+    token_weights: list[float] | None = None  # SFT: per response token weight (None: all 1)
     prompt_id: str = ""
     group_id: int = 0
     policy_version: int = 0
@@ -35,7 +36,7 @@ class Sample:
         if not self.prompt_ids:
             raise ValueError(f"sample {self.prompt_id!r}: empty prompt")
         n = len(self.response_ids)
-        for name in ("rollout_logprobs", "ref_logprobs", "token_rewards", "token_advantages"):
+        for name in ("rollout_logprobs", "ref_logprobs", "token_rewards", "token_advantages", "token_weights"):
             values = getattr(self, name)
             if values is not None and len(values) != n:
                 raise ValueError(f"sample {self.prompt_id!r}: {name} has {len(values)} entries for {n} response tokens")
@@ -52,7 +53,8 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
 
     Returns input_ids, labels, attention_mask, response_mask (all (B, L-1)), advantages (B, 1)
     or (B, L-1) when any sample has token advantages, rewards (B, 1), loss_weight (B,), and
-    rollout_logprobs / ref_logprobs / token_rewards (B, L-1) when every sample has them.
+    rollout_logprobs / ref_logprobs / token_rewards (B, L-1) when every sample has them, and
+    token_weights (B, L-1) when any sample has them (1 on the response tokens of the others).
     """
     if not samples:
         raise ValueError("collate: no samples")
@@ -79,6 +81,8 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
         "rewards": torch.tensor([[s.reward] for s in samples], dtype=torch.float32),
         "loss_weight": torch.tensor([s.loss_weight for s in samples], dtype=torch.float32),
     }
+    if any(s.token_weights is not None for s in samples):
+        out["token_weights"] = _per_token(samples, width, lambda s: s.token_weights or [1.0] * len(s.response_ids))
     if any(s.token_advantages is not None for s in samples):
         out["advantages"] = _per_token(samples, width, lambda s: s.token_advantages or [s.advantage or 0.0] * len(s.response_ids))
     else:

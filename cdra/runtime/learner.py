@@ -8,6 +8,7 @@ returns metrics. Rank 0 also owns the weight broadcast to the rollout engines.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ class LearnerConfig:
     sync_bucket_mb: int = 16  # small enough that transfer and engine reload overlap (benchmarks/weight_sync.py)
     num_cpus_per_rank: float = 1.0
     extra_ds_config: dict[str, Any] = field(default_factory=dict)
+    # "cosine": linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` * lr at
+    # `total_steps` (the recipe sets it to its planned optimizer steps); "constant": lr throughout
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 0
+    min_lr_ratio: float = 0.1
 
     def validate(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
@@ -44,6 +51,20 @@ class LearnerConfig:
             raise ValueError("num_ranks and micro_batch_size must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule == "cosine" and self.total_steps < 1:
+            raise ValueError("lr_schedule=cosine needs total_steps >= 1")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+
+
+def lr_factor(step: int, config: LearnerConfig) -> float:
+    """Multiplier of `config.lr` at optimizer step `step` (0-based)."""
+    if config.lr_schedule == "constant":
+        return 1.0
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.total_steps - config.warmup_steps))
+    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def resolve_dtype(name: str, on_gpu: bool) -> torch.dtype:
@@ -76,7 +97,10 @@ class LearnerWorker:
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self._ds_config())
+        # DeepSpeed steps the scheduler with every optimizer step and checkpoints its state
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                                                 config=self._ds_config())
         self.device = self.engine.device
         self.version = 0
         self.sync_group = None

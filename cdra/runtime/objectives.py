@@ -64,7 +64,7 @@ def compute_loss(engine: torch.nn.Module, mb: dict[str, torch.Tensor], objective
     with torch.no_grad():
         metrics["entropy"] = float(masked_mean(compute_entropy(logits.detach()), mask))
     if objective.kind == "sft":
-        per_token = -logp
+        per_token = -logp * mb["token_weights"] if "token_weights" in mb else -logp
     else:
         per_token, extra = _policy_loss(logp, mb, objective)
         metrics.update({k: float(masked_mean(v.float(), mask)) for k, v in extra.items() if k in ("clip_fraction", "ratio")})

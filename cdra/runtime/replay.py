@@ -48,6 +48,7 @@ _FEATURES = {
     "advantage": datasets.Value("float64"),
     "token_advantages": _FLOATS,
     "loss_weight": datasets.Value("float64"),
+    "token_weights": _FLOATS,
     "prompt_id": datasets.Value("string"),
     "group_id": datasets.Value("int64"),
     "policy_version": datasets.Value("int64"),
