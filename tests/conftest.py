@@ -1,4 +1,4 @@
-"""Shared fixtures: cached tiny models (built once per machine, keyed by config) and Ray hygiene."""
+"""Shared fixtures: the shipped zoo checkpoints and Ray hygiene."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def r1_model() -> str:
-    """The warm-started GRPO policy of the embedded default."""
-    from cdra.models.warmstart import WarmStartConfig, warm_start
+    """The GRPO policy of the embedded default (zoo checkpoint ``r1``)."""
+    from cdra.models.zoo import checkpoint_path
 
-    return str(warm_start(WarmStartConfig(task="r1")))
+    return checkpoint_path("r1")
 
 
 @pytest.fixture(scope="module", autouse=False)

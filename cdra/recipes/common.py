@@ -66,8 +66,8 @@ class PromptStream:
 
 
 def synthetic_spec(split: str, num_examples: int) -> DatasetSpec:
-    """The embedded default task, with the difficulty the warm-started tiny models were trained on."""
-    from cdra.models.warmstart import DEFAULT_SYNTHETIC as task
+    """The embedded default task, with the difficulty the zoo checkpoints were trained on."""
+    from cdra.models.zoo import DEFAULT_SYNTHETIC as task
 
     return DatasetSpec(format="synthetic", split=split, num_examples=num_examples, num_steps=task.num_steps,
                        max_operand=task.max_operand, ops=tuple(task.ops), max_value=task.max_value)

@@ -75,8 +75,8 @@ STAGE1_DIR = "stage1_model"
 @dataclass
 class CritiqueRLConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/critique_rl", eval_every=4))
-    actor_path: str = field(default="", metadata={"help": "HF dir of the frozen actor; empty: the embedded refiner warm start (cdra.models.refiner)"})
-    critic_path: str = field(default="", metadata={"help": "HF dir of the critic to train (stage 2: a stage-1 final_model, also the KL anchor); empty: the warm-started tiny critic"})
+    actor_path: str = field(default="", metadata={"help": "HF dir of the frozen actor; empty: the zoo refiner (cdra.models.zoo)"})
+    critic_path: str = field(default="", metadata={"help": "HF dir of the critic to train (stage 2: a stage-1 final_model, also the KL anchor); empty: the zoo critic (cdra.models.zoo)"})
     stage: Literal["1", "2", "both"] = field(default="both", metadata={"help": "1: discrimination only; 2: helpfulness only; both: switch after discrimination_only_step"})
     discrimination_only_step: int = field(default=4, metadata={"help": "D: steps 1..D are Stage I, later steps Stage II (stage=both)"})
     steps: int = 16
@@ -287,7 +287,7 @@ def start(config: CritiqueRLConfig) -> CritiqueRun:
     from transformers import AutoTokenizer
 
     actor_path = resolve_actor(config.actor_path)
-    session = Session.start(config.run, config, model_path=config.critic_path, warm_start_task="critic",
+    session = Session.start(config.run, config, model_path=config.critic_path, zoo_checkpoint="critic",
                             engine=config.critic_engine, num_engines=config.num_critic_workers, learner=config.learner,
                             verifier=resolve_verifier_name(config.verifier, config.train_data), num_scorers=config.num_scorers,
                             verifier_timeout_s=config.verifier_timeout_s, with_reference=config.kl_coef > 0)

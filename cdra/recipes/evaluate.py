@@ -387,8 +387,8 @@ class EvaluateConfig:
     output_dir: str = "outputs/evaluate"
     seed: int = 0
     ray_address: str | None = None
-    actor_path: str = field(default="", metadata={"help": "HF model dir of the actor; empty: the embedded refiner warm start (cdra.models.refiner)"})
-    critic_path: str = field(default="", metadata={"help": "HF model dir of the critic (e.g. a critique_rl final_model); empty: the warm-started tiny critic"})
+    actor_path: str = field(default="", metadata={"help": "HF model dir of the actor; empty: the zoo refiner (cdra.models.zoo)"})
+    critic_path: str = field(default="", metadata={"help": "HF model dir of the critic (e.g. a critique_rl final_model); empty: the zoo critic (cdra.models.zoo)"})
     data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     verifier: str = field(default="auto", metadata={"help": "auto: from the dataset format (gsm8k, math, aqua, mcq)"})
     num_scorers: int = 1

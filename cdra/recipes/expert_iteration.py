@@ -34,7 +34,7 @@ def _default_sampling() -> SamplingConfig:
 @dataclass
 class ExpertIterationConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/expert_iteration", eval_every=1, checkpoint_every=1))
-    model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded warm-started tiny model"})
+    model_path: str = field(default="", metadata={"help": "HF model dir; empty: the zoo r1 policy (cdra.models.zoo)"})
     train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1400))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     prompt_template: str = "r1_short"
@@ -89,7 +89,7 @@ def run(config: ExpertIterationConfig) -> dict[str, float]:
     """Train; returns the final metrics (incl. eval before/after)."""
     train_examples = load_examples(config.train_data, "train_data")
     evaluation = load_examples(config.eval_data, "eval_data")
-    session = Session.start(config.run, config, model_path=config.model_path, warm_start_task="r1",
+    session = Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1",
                             engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
                             verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s)
     train = session.prompt_stream(train_examples)

@@ -35,7 +35,7 @@ def _default_sampling() -> SamplingConfig:
 @dataclass
 class GRPOConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/grpo"))
-    model_path: str = field(default="", metadata={"help": "HF model dir; empty: the embedded warm-started tiny model"})
+    model_path: str = field(default="", metadata={"help": "HF model dir; empty: the zoo r1 policy (cdra.models.zoo)"})
     train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1400))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 128))
     eval_samples: int = field(default=4, metadata={"help": "samples per held-out problem at the rollout temperature (eval/sampled_reward); 0: greedy only"})
@@ -94,7 +94,7 @@ def run(config: GRPOConfig) -> dict[str, float]:
 
 
 def start_session(config: GRPOConfig) -> Session:
-    return Session.start(config.run, config, model_path=config.model_path, warm_start_task="r1",
+    return Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1",
                          engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
                          verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
                          with_reference=config.kl_coef > 0,

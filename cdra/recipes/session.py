@@ -33,32 +33,28 @@ from cdra.runtime.scorer import ScoreItem, ScorerPool
 from cdra.runtime.tracking import Tracker
 
 
-def resolve_model(model_path: str, warm_start_task: str) -> str:
-    """An explicit HF directory (must exist), or the embedded tiny model: warm-started for
-    `warm_start_task`, or untrained when it is "none" (SFT starts from scratch)."""
+def resolve_model(model_path: str, zoo_checkpoint: str) -> str:
+    """An explicit HF directory (must exist), or the embedded default: the shipped zoo
+    checkpoint `zoo_checkpoint` (`cdra.models.zoo`), or an untrained tiny model when it is
+    "none" (SFT starts from scratch)."""
     if model_path:
         path = Path(model_path).expanduser()
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"model_path {model_path!r} is not an HF model directory (no config.json)")
         return str(path)
-    if warm_start_task == "none":
+    if zoo_checkpoint == "none":
         from cdra.models.tiny import build_tiny_model
 
         return str(build_tiny_model())
-    from cdra.models.warmstart import WarmStartConfig, warm_start
+    from cdra.models.zoo import checkpoint_path
 
-    return str(warm_start(WarmStartConfig(task=warm_start_task)))
+    return checkpoint_path(zoo_checkpoint)
 
 
 def resolve_actor(actor_path: str) -> str:
-    """A Critique-RL actor: an explicit HF directory, or the embedded refiner warm start (the
-    `steps` actor that also learned to revise an attempt given a critique; the plain `steps`
-    warm start never saw a refinement prompt and rewrote most correct attempts wrong)."""
-    if actor_path:
-        return resolve_model(actor_path, "steps")
-    from cdra.models.refiner import warm_start_refiner
-
-    return str(warm_start_refiner())
+    """A Critique-RL actor: an explicit HF directory, or the zoo's refiner (the `steps` actor
+    that also learned to revise an attempt given a critique)."""
+    return resolve_model(actor_path, "refiner")
 
 
 class Session:
@@ -66,14 +62,14 @@ class Session:
         raise TypeError("use Session.start(...)")
 
     @classmethod
-    def start(cls, run: RunConfig, config: Any, *, model_path: str, warm_start_task: str, engine: EngineConfig,
+    def start(cls, run: RunConfig, config: Any, *, model_path: str, zoo_checkpoint: str, engine: EngineConfig,
               num_engines: int, learner: LearnerConfig, verifier: str, num_scorers: int = 2,
               verifier_timeout_s: float = 10.0, with_reference: bool = False, replay_mode: str = "on_policy",
               max_staleness: int = 0) -> "Session":
         self = object.__new__(cls)
         self.run = run
         self.started = time.perf_counter()
-        self.model_path = resolve_model(model_path, warm_start_task)
+        self.model_path = resolve_model(model_path, zoo_checkpoint)
         Path(run.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(config, Path(run.output_dir) / "config.yaml")
         init_ray(run.ray_address)
@@ -142,25 +138,34 @@ class Session:
         for s, ref in zip(missing, ray.get(self.reference.logprobs.remote(missing))):
             s.ref_logprobs = ref
 
-    def learn(self, samples: list[Sample], objective: Objective, optimizer_steps: int = 1) -> dict[str, float]:
-        """Replay store -> learner update -> versioned weight broadcast. Returns metrics."""
+    def learn(self, samples: list[Sample], objective: Objective, optimizer_steps: int = 1, sync: bool = True) -> dict[str, float]:
+        """Replay store -> learner update -> versioned weight broadcast. Returns metrics.
+
+        ``sync=False`` leaves the engines behind until the next `sync_engines` (or evaluation):
+        SFT generates only to evaluate, so it need not pay a broadcast per step."""
         self.attach_reference_logprobs(samples)
         ray.get(self.replay.add.remote(samples))
         batch = ray.get(self.replay.take.remote(None, self.version))
         metrics = self.learners.train(batch, objective, optimizer_steps)
         self.version += 1
-        metrics["sync/seconds"] = self.sync.push(self.version)
+        if sync:
+            metrics["sync/seconds"] = self.sync_engines()
         stats = ray.get(self.replay.stats.remote())
         metrics["replay/queue_depth"] = float(stats["size"])
         metrics["replay/evicted_stale"] = float(stats["evicted_stale"])
         metrics["policy/version"] = float(self.version)
         return metrics
 
+    def sync_engines(self) -> float:
+        """Bring the engines to the learner's current version; returns the seconds it took."""
+        return self.sync.push(self.version) if self.sync.version != self.version else 0.0
+
     def evaluate(self, examples: list[TaskExample], template: str, sampling: SamplingConfig, tag: str = "eval",
                  samples: int = 0) -> dict[str, float]:
         """Mean reward and format rate of the current policy on held-out examples: greedy
         (``{tag}/reward``), and with ``samples > 0`` also over that many samples per example at
         ``sampling``'s temperature (``{tag}/sampled_reward``: the quantity RL maximizes)."""
+        self.sync_engines()
         prompts = [self.encode(self.prompt(template, e)) for e in examples]
         greedy = dataclasses.replace(sampling, temperature=0.0, seed=None)
         out = self._mean_reward(examples, self.rollouts.generate(prompts, greedy, n=1), tag, "")
@@ -178,10 +183,12 @@ class Session:
         return {f"{tag}/{prefix}reward": sum(r.score for r in results) / len(results),
                 f"{tag}/{prefix}format": sum(r.details.get("format_reward", 0.0) for r in results) / len(results)}
 
-    def finish_step(self, metrics: dict[str, float], evaluation: Callable[[], dict[str, float]] | None = None) -> None:
+    def finish_step(self, metrics: dict[str, float], evaluation: Callable[[], dict[str, float]] | None = None) -> bool:
+        """Log the step (evaluating when due), checkpoint when due; True if it evaluated."""
         self.step += 1
         last = self.step == getattr(self, "total_steps", -1) or self.step == self.run.stop_after
-        if evaluation is not None and (self.step % self.run.eval_every == 0 or last):
+        evaluated = evaluation is not None and (self.step % self.run.eval_every == 0 or last)
+        if evaluated:
             metrics.update(evaluation())
         metrics["time/elapsed_s"] = time.perf_counter() - self.started
         if self.stream is not None:  # past 1.0 the run revisits prompts: train metrics then partly measure memory
@@ -195,6 +202,11 @@ class Session:
         every = self.run.checkpoint_every
         if (every and self.step % every == 0) or self.step == self.run.stop_after:
             self.checkpoint()
+        return evaluated
+
+    def end_here(self) -> None:
+        """An early stop: the current step becomes the run's last, so `close` saves the model."""
+        self.total_steps = self.step
 
     # ------------------------------------------------------------------ checkpoints
 

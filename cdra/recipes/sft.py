@@ -7,7 +7,7 @@ engines (which exist only for that).
 
 The training target of an example:
 - synthetic data: the task's own worked solution in the template's format: `format_r1_solution`
-  for r1 templates, else `" " + format_steps_solution` (the warm-start conventions).
+  for r1 templates, else `" " + format_steps_solution` (the zoo checkpoints' conventions).
 - other data: `example.solution`; for r1 templates wrapped as `" {solution} </think>
   <answer>{answer}</answer>"` (`response_format=solution` keeps it as is, e.g. data already in
   r1 form). A row without a solution is an error naming it, or a counted skip with
@@ -21,13 +21,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 from cdra.algos.experience import Sample
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
-from cdra.data.prompts import PROMPTS, get_prompt
+from cdra.data.prompts import PROMPTS, get_prompt, render_prompt
 from cdra.data.synthetic import ArithmeticProblem, format_r1_solution, make_problems
 from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
 from cdra.recipes.session import Session
@@ -149,31 +149,73 @@ def total_steps(config: SFTConfig, num_examples: int) -> int:
 # ----------------------------------------------------------------------------- the loop
 
 
-def run(config: SFTConfig) -> dict[str, float]:
-    """Train; returns the final metrics (incl. eval before/after when evaluating)."""
-    pairs = training_pairs(config.train_data, load_examples(config.train_data, "train_data"),
-                           config.prompt_template, config.response_format)
-    evaluation = load_examples(config.eval_data, "eval_data") if config.evaluate else []
-    session = Session.start(config.run, config, model_path=config.model_path, warm_start_task="none",
-                            engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
-                            verifier=eval_verifier(config, evaluation), num_scorers=config.num_scorers,
-                            verifier_timeout_s=config.verifier_timeout_s)
+@dataclass(frozen=True)
+class SFTPair:
+    """One training pair: the rendered prompt and its target (EOS is appended); ``emphasis``:
+    character offsets in ``target`` whose token weighs ``emphasis_weight`` in the loss."""
+
+    id: str
+    prompt: str
+    target: str
+    emphasis: tuple[int, ...] = ()
+
+
+def start_session(config: SFTConfig, total: int, verifier: str = "r1_zero") -> Session:
+    """The SFT run's actors; a cosine lr schedule spans ``total`` steps unless set explicitly."""
+    learner = dataclasses.replace(config.learner, total_steps=config.learner.total_steps or total)
+    return Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="none",
+                         engine=config.rollout, num_engines=config.num_rollout_workers, learner=learner,
+                         verifier=verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s)
+
+
+def response_tokens(session: Session, pair: SFTPair, emphasis_weight: float) -> tuple[list[int], list[float] | None]:
+    """Target ids + EOS, and per-token loss weights when the pair emphasises some tokens (the
+    token at offset k is the first token of `target[k:]`, exact for the byte tokenizer)."""
+    ids = session.encode(pair.target) + [session.eos_id]
+    if not pair.emphasis or emphasis_weight == 1.0:
+        return ids, None
+    weights = [1.0] * len(ids)
+    for offset in pair.emphasis:
+        weights[len(session.encode(pair.target[:offset]))] = emphasis_weight
+    return ids, weights
+
+
+def fit(session: Session, config: SFTConfig, pairs: list[SFTPair], evaluate: Callable[[], dict[str, float]] | None = None,
+        stop_when: Callable[[dict[str, float]], bool] | None = None, emphasis_weight: float = 1.0) -> None:
+    """The SFT loop: `config.batch_size` pairs per step from an epoch-shuffled stream, one learner
+    update each; `evaluate` every `run.eval_every` steps, after which `stop_when(metrics)` may
+    end training early (the run then counts as finished at that step)."""
     train = session.prompt_stream(pairs)
     objective = Objective(kind="sft", epochs=1)
-    sampling = dataclasses.replace(config.sampling, stop=list(config.sampling.stop) or list(get_prompt(config.prompt_template).stop))
-    evaluate = (lambda: session.evaluate(evaluation, config.prompt_template, sampling)) if config.evaluate else None
     if session.step == 0 and evaluate is not None:
         evaluate()
     for step in session.steps(total_steps(config, len(pairs))):
         batch = train.next(config.batch_size)
-        tokens = [(session.encode(session.prompt(config.prompt_template, e)), session.encode(e.solution) + [session.eos_id])
-                  for e in batch]
-        samples = [sft_sample(p, r, e.id, step * config.batch_size + i, session.version, config.max_seq_len)
-                   for i, (e, (p, r)) in enumerate(zip(batch, tokens))]
-        metrics = {
-            "data/truncated": float(sum(len(p) + len(r) > config.max_seq_len for p, r in tokens)),
-            "data/response_tokens_mean": sum(len(s.response_ids) for s in samples) / len(samples),
-        }
-        metrics.update(session.learn(samples, objective))
-        session.finish_step(metrics, evaluation=evaluate)
+        samples, truncated = [], 0
+        for i, pair in enumerate(batch):
+            prompt_ids = session.encode(pair.prompt)
+            response_ids, weights = response_tokens(session, pair, emphasis_weight)
+            truncated += len(prompt_ids) + len(response_ids) > config.max_seq_len
+            sample = sft_sample(prompt_ids, response_ids, pair.id, step * config.batch_size + i, session.version, config.max_seq_len)
+            sample.token_weights = None if weights is None else weights[: len(sample.response_ids)]
+            samples.append(sample)
+        metrics = {"data/truncated": float(truncated),
+                   "data/response_tokens_mean": sum(len(s.response_ids) for s in samples) / len(samples)}
+        metrics.update(session.learn(samples, objective, sync=False))  # engines only generate to evaluate
+        evaluated = session.finish_step(metrics, evaluation=evaluate)
+        if evaluated and stop_when is not None and stop_when(metrics):
+            session.end_here()
+            break
+
+
+def run(config: SFTConfig) -> dict[str, float]:
+    """Train; returns the final metrics (incl. eval before/after when evaluating)."""
+    examples = training_pairs(config.train_data, load_examples(config.train_data, "train_data"),
+                              config.prompt_template, config.response_format)
+    pairs = [SFTPair(e.id, render_prompt(config.prompt_template, question=e.question), e.solution or "") for e in examples]
+    evaluation = load_examples(config.eval_data, "eval_data") if config.evaluate else []
+    session = start_session(config, total_steps(config, len(pairs)), eval_verifier(config, evaluation))
+    sampling = dataclasses.replace(config.sampling, stop=list(config.sampling.stop) or list(get_prompt(config.prompt_template).stop))
+    evaluate = (lambda: session.evaluate(evaluation, config.prompt_template, sampling)) if config.evaluate else None
+    fit(session, config, pairs, evaluate)
     return session.close()

@@ -1,0 +1,207 @@
+"""Training and held-out items of the zoo checkpoints, built from the synthetic task (pure).
+
+Four tasks, one prompt template each:
+
+- ``r1``: the GRPO policy. Target `format_r1_solution` (scored by `r1_zero_reward_fn`) for a
+  ``1 - untagged_fraction`` share of the examples, and for the rest the same steps ending in a
+  plain ``</think> The answer is N.``, which the r1 reward scores 0. The policy then samples both
+  styles at temperature 1, so GRPO has something it can visibly learn from the reward alone.
+- ``steps``: the base of the Critique-RL actor; target ``" " + format_steps_solution``.
+- ``critic``: the Critique-RL critic, over a response that is correct half of the time and
+  corrupted (`corrupt_steps`) otherwise; target `critique_text`. Each step sentence carries the
+  critic's own recomputation and a last-digit comparison whose outcome token is weighted
+  ``mark_weight`` times in the SFT loss: without both, the tiny critic learns every token of the
+  critique except the verdict and says "Correct" to everything.
+- ``refiner``: the frozen Critique-RL actor: first attempts plus refinements in which the actor
+  trusts the critique's final verdict (see `refinement_example`), so that a critic that
+  discriminates better makes its refinements better.
+
+Every target is followed by the tokenizer's EOS in training, so generation stops without stop
+strings (r1 also stops at ``</answer>``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from cdra.data.prompts import render_prompt
+from cdra.data.synthetic import (
+    ArithmeticProblem,
+    SyntheticConfig,
+    comparison_mark_offsets,
+    corrupt_steps,
+    critique_text,
+    format_r1_solution,
+    format_steps_solution,
+    judge_steps,
+    parse_steps,
+)
+from cdra.models.tiny import TinyModelConfig
+from cdra.rewards import extract_gsm8k_answer, parse_final_verdict, r1_zero_reward_fn
+from cdra.rewards.verdict import FINAL_VERDICT_PREFIX
+
+Task = Literal["r1", "steps", "critic", "refiner"]
+TASKS: tuple[str, ...] = ("r1", "steps", "critic", "refiner")
+
+# Shared by every checkpoint so the actor, the critic and the GRPO policy see the same problems.
+DEFAULT_MODEL = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=512)
+DEFAULT_SYNTHETIC = SyntheticConfig(num_steps=2, max_operand=9, ops=("+", "-"), max_value=99)
+
+PROMPTS = {"r1": "r1_short", "steps": "critique_rl_inference_short", "critic": "critique_rl_critique_short",
+           "refine": "critique_rl_refine_short"}
+R1_STOP = "</answer>"
+
+
+@dataclass(frozen=True)
+class SFTItem:
+    """A (prompt, target) pair; ``emphasis``: character offsets in ``target`` whose token gets
+    the SFT loss weight of the build (the critic's comparison outcomes); ``label``: the oracle
+    of a critic item (was the critiqued response correct) or of a refiner item (the attempt)."""
+
+    problem: ArithmeticProblem
+    prompt: str
+    target: str
+    emphasis: tuple[int, ...] = ()
+    label: bool | None = None
+
+
+def r1_item(problem: ArithmeticProblem, tagged: bool = True) -> SFTItem:
+    prompt = render_prompt(PROMPTS["r1"], question=problem.question)
+    target = format_r1_solution(problem)
+    if not tagged:  # the same steps with the answer outside <answer> tags: r1 reward 0
+        target = f"{target.split(' </think>')[0]} </think> The answer is {problem.answer}."
+    return SFTItem(problem, prompt, target)
+
+
+def steps_item(problem: ArithmeticProblem) -> SFTItem:
+    prompt = render_prompt(PROMPTS["steps"], question=problem.question)
+    return SFTItem(problem, prompt, " " + format_steps_solution(problem))
+
+
+def critic_item(problem: ArithmeticProblem, corrupt: bool, rng: random.Random) -> SFTItem:
+    if corrupt:
+        steps, labels = corrupt_steps(problem, rng)
+    else:
+        steps, labels = problem.steps, judge_steps(problem, problem.steps)
+    response = format_steps_solution(problem, steps=steps)
+    prompt = render_prompt(PROMPTS["critic"], question=problem.question, response=response)
+    target = " " + critique_text(problem, steps, labels)
+    return SFTItem(problem, prompt, target, tuple(comparison_mark_offsets(target)), not corrupt)
+
+
+def set_final_verdict(critique: str, correct: bool) -> str:
+    head, _, _ = critique.rpartition(FINAL_VERDICT_PREFIX)
+    return f"{head}{FINAL_VERDICT_PREFIX} {'Correct' if correct else 'Wrong'}"
+
+
+def refinement_item(problem: ArithmeticProblem, rng: random.Random, attempt_correct: bool, verdict_right: bool) -> SFTItem:
+    """A refinement prompt (question, attempt, critique) and the target of an actor that trusts
+    the verdict: "Correct" -> repeat the attempt; "Wrong" on a wrong attempt -> the correct
+    solution (the critique states the true value of the first wrong step); "Wrong" on a correct
+    attempt -> a corrupted solution (the c->i transition)."""
+    if attempt_correct:
+        steps, labels = problem.steps, judge_steps(problem, problem.steps)
+    else:
+        steps, labels = corrupt_steps(problem, rng)
+    attempt = format_steps_solution(problem, steps=steps)
+    critique = critique_text(problem, steps, labels)  # its final verdict is the right one
+    says_correct = attempt_correct == verdict_right
+    if not verdict_right:
+        critique = set_final_verdict(critique, says_correct)
+    if says_correct:
+        target = attempt
+    elif attempt_correct:
+        target = format_steps_solution(problem, steps=corrupt_steps(problem, rng)[0])
+    else:
+        target = format_steps_solution(problem)
+    prompt = render_prompt(PROMPTS["refine"], question=problem.question, response=attempt, critique=critique)
+    return SFTItem(problem, prompt, " " + target, label=attempt_correct)
+
+
+def training_items(task: Task, problems: Sequence[ArithmeticProblem], seed: int, *, untagged_fraction: float = 0.5,
+                   refine_fraction: float = 0.9, flipped_verdict_fraction: float = 0.25) -> list[SFTItem]:
+    """The SFT items of ``task`` over ``problems``, drawn with a seeded RNG.
+
+    r1: a ``untagged_fraction`` share untagged; critic: half corrupted; refiner: a
+    ``refine_fraction`` share of refinements (attempts correct half of the time, the verdict
+    flipped for a ``flipped_verdict_fraction`` share, so the actor follows the verdict rather
+    than its own judgement), the rest first attempts so that skill is kept."""
+    rng = random.Random(f"cdra-zoo-{task}:{seed}")
+    if task == "r1":
+        return [r1_item(p, tagged=rng.random() >= untagged_fraction) for p in problems]
+    if task == "steps":
+        return [steps_item(p) for p in problems]
+    if task == "critic":
+        return [critic_item(p, rng.random() < 0.5, rng) for p in problems]
+    if task == "refiner":
+        out = []
+        for p in problems:
+            if rng.random() < refine_fraction:
+                out.append(refinement_item(p, rng, rng.random() < 0.5, rng.random() >= flipped_verdict_fraction))
+            else:
+                out.append(steps_item(p))
+        return out
+    raise ValueError(f"unknown zoo task {task!r}; expected one of {TASKS}")
+
+
+def heldout_items(task: Task, problems: Sequence[ArithmeticProblem], seed: int = 0) -> list[SFTItem]:
+    """Evaluation items: critic responses alternate correct / corrupted (chance Acc@Dis 50 %);
+    the refiner is evaluated on its first attempts (`refinement_probe` measures refinements)."""
+    if task == "critic":
+        rng = random.Random(f"cdra-zoo-critic-eval:{seed}")
+        return [critic_item(p, i % 2 == 1, rng) for i, p in enumerate(problems)]
+    if task == "r1":
+        return [r1_item(p) for p in problems]
+    return [steps_item(p) for p in problems]
+
+
+def score(task: Task, item: SFTItem, response: str) -> tuple[float, float]:
+    """(correct, well formatted) of one generated response to a held-out item."""
+    if task == "r1":
+        if R1_STOP in response:
+            response = response[: response.index(R1_STOP) + len(R1_STOP)]
+        r = r1_zero_reward_fn(response, item.problem.answer, fast=True)
+        return r["reward"], r["format_reward"]
+    if task == "critic":
+        verdict = parse_final_verdict(response)
+        return float(verdict is not None and verdict == item.label), float(verdict is not None)
+    return float(extract_gsm8k_answer(response) == item.problem.answer), float("The answer is" in response)
+
+
+def heldout_metrics(task: Task, items: Sequence[SFTItem], responses: Sequence[str]) -> dict[str, float]:
+    """accuracy (r1 reward / answer correct / Acc@Dis) and format rate; the critic also gets
+    acc_on_correct and acc_on_wrong (their mean is the balanced Acc@Dis)."""
+    scores = [score(task, item, r) for item, r in zip(items, responses, strict=True)]
+    out = {"accuracy": sum(s[0] for s in scores) / len(scores), "format_rate": sum(s[1] for s in scores) / len(scores),
+           "num_problems": float(len(scores))}
+    if task == "critic":
+        for name, label in (("acc_on_correct", True), ("acc_on_wrong", False)):
+            picked = [s[0] for item, s in zip(items, scores) if item.label == label]
+            out[name] = sum(picked) / max(1, len(picked))
+    return out
+
+
+def reference_critique(problem: ArithmeticProblem, attempt: str) -> str | None:
+    """The synthetic task's own critique of a generated attempt (None if it has no steps)."""
+    steps = parse_steps(attempt)
+    if not steps:
+        return None
+    return critique_text(problem, steps, judge_steps(problem, steps), final_answer=extract_gsm8k_answer(attempt) or "")
+
+
+def refinement_prompts(problems: Sequence[ArithmeticProblem], attempts: Sequence[str], verdict: bool | None) -> list[str]:
+    """Refinement prompts after the reference critique of each attempt, its final verdict kept
+    (``None``) or forced to "Correct" (True) / "Wrong" (False)."""
+    prompts = []
+    for p, a in zip(problems, attempts, strict=True):
+        critique = reference_critique(p, a) or f"{FINAL_VERDICT_PREFIX} Wrong"
+        if verdict is not None:
+            critique = set_final_verdict(critique, verdict)
+        prompts.append(render_prompt(PROMPTS["refine"], question=p.question, response=a.strip(), critique=critique))
+    return prompts
+
+
+def answer_accuracy(problems: Sequence[ArithmeticProblem], responses: Sequence[str]) -> float:
+    return sum(extract_gsm8k_answer(r) == p.answer for p, r in zip(problems, responses, strict=True)) / len(problems)
