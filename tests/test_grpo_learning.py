@@ -1,11 +1,10 @@
-"""GRPO learns from the reward alone: the embedded default, a short fixed-seed run.
+"""GRPO learns from the reward alone: the embedded default (30 steps, seed 0) from the zoo r1 policy.
 
-The r1 warm start writes half of its answers outside the ``<answer>`` tags the r1 reward asks
-for (see `cdra.models.warmstart`); GRPO must raise the tagged share and, with it, the held-out
-mean reward of samples at the rollout temperature. Margins are about half of what the default
-run reached in one build (README: "Measured"). A 20-step run was enough there but not with
-another build of the r1 warm start (sampled reward 0.135 -> 0.154; its 30-step default run
-0.135 -> 0.191), so the test runs the default 30 steps.
+The r1 checkpoint samples half of its answers outside the ``<answer>`` tags the r1 reward asks
+for (`cdra.models.zoo.data`); GRPO must raise the tagged share, the held-out reward of samples
+at the rollout temperature, and the held-out greedy reward, i.e. answer accuracy, not only the
+format. Measured (docs/results/grpo.md): greedy 0.492 -> 0.609 (seeds 1, 2: 0.555, 0.562),
+sampled 0.172 -> 0.229, sampled format 0.58 -> 0.73; the margins are about half of those.
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ def test_grpo_default_raises_held_out_reward(tmp_path, r1_model, ray_local):
         f"run.output_dir={tmp_path}", "run.use_wandb=false",
     ])
     summary = grpo.run(config)
-    assert summary["eval/sampled_format"] > summary["eval/sampled_format_before"] + 0.1
-    assert summary["eval/sampled_reward"] > summary["eval/sampled_reward_before"] + 0.04
+    assert summary["eval/reward"] > summary["eval/reward_before"] + 0.05  # greedy: answer accuracy
+    assert summary["eval/sampled_format"] > summary["eval/sampled_format_before"] + 0.07
+    assert summary["eval/sampled_reward"] > summary["eval/sampled_reward_before"] + 0.03
     train_rewards = [row["reward/mean"] for row in read_metrics(tmp_path / "metrics.jsonl")]
     assert sum(train_rewards[-5:]) > sum(train_rewards[:5])

@@ -30,14 +30,15 @@ def test_items_hand_written():
     assert critic.prompt == "Q: Start with 3. Add 4. Multiply by 2.\nA: Step 1: 3+4=7\nStep 2: 7*2=14\nThe answer is 14.\nCritique:"
     assert critic.target.startswith(" Step sentence: 3+4=7; recomputed 3+4=7; last digits 7 vs 7: same\nCorrectness of the step: Correct\n")
     assert critic.target.endswith("Correctness of the final answer: Correct")
-    assert [critic.target[k:k + 4] for k in critic.emphasis] == ["same", "same"]  # the comparison outcomes
+    # the recomputed values' digits and the comparison outcomes
+    assert [critic.target[k] for k in critic.emphasis] == ["7", "s", "1", "4", "s"]
 
 
 def test_corrupted_critic_item_is_labelled_wrong_and_marks_the_difference():
     item = zd.critic_item(PROBLEM, corrupt=True, rng=random.Random(1))
     assert item.label is False and "The answer is 14." not in item.prompt
     assert item.target.endswith("Correctness of the final answer: Wrong")
-    assert [item.target[k] for k in item.emphasis] == ["D", "s"]  # DIFFERENT, then same
+    assert [item.target[k] for k in item.emphasis] == ["7", "D", "1", "0", "s"]  # 7 (not 5): DIFFERENT; 10: same
 
 
 def test_heldout_critic_items_alternate_correct_and_corrupted():
@@ -159,7 +160,7 @@ def test_emphasis_becomes_token_weights_at_the_right_labels():
     ids, weights = response_tokens(session, SFTPair("x", item.prompt, item.target, item.emphasis), 20.0)
     assert ids[-1] == tokenizer.eos_token_id and len(weights) == len(ids)
     heavy = [i for i, w in enumerate(weights) if w == 20.0]
-    assert [tokenizer.decode([ids[i]]) for i in heavy] == ["D", "s"] and weights.count(1.0) == len(ids) - 2
+    assert [tokenizer.decode([ids[i]]) for i in heavy] == ["7", "D", "1", "0", "s"] and weights.count(1.0) == len(ids) - 5
     assert response_tokens(session, SFTPair("x", item.prompt, item.target, item.emphasis), 1.0)[1] is None
 
     batch = collate([Sample([5, 6], [7, 8, 9], token_weights=[1.0, 20.0, 1.0]), Sample([5], [7])], pad_id=0)

@@ -392,6 +392,16 @@ def comparison_mark_offsets(text: str) -> list[int]:
     return [m.end() for m in _MARK_RE.finditer(text)]
 
 
+_RECOMPUTED_RE = re.compile(r"recomputed [^=\n]+=(-?\d+)")
+
+
+def recomputation_offsets(text: str) -> list[int]:
+    """Character offsets of every digit of every recomputed value (``recomputed 38+7=45``: the
+    4 and the 5) in ``text``. A critic that copies the response's value here instead of
+    computing it always finds the digits "same"; weighting these tokens teaches the recomputation."""
+    return [k for m in _RECOMPUTED_RE.finditer(text) for k in range(m.start(1), m.end(1)) if text[k].isdigit()]
+
+
 def critique_text(
     problem: ArithmeticProblem,
     steps,

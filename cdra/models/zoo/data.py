@@ -9,9 +9,11 @@ Four tasks, one prompt template each:
 - ``steps``: the base of the Critique-RL actor; target ``" " + format_steps_solution``.
 - ``critic``: the Critique-RL critic, over a response that is correct half of the time and
   corrupted (`corrupt_steps`) otherwise; target `critique_text`. Each step sentence carries the
-  critic's own recomputation and a last-digit comparison whose outcome token is weighted
-  ``mark_weight`` times in the SFT loss: without both, the tiny critic learns every token of the
-  critique except the verdict and says "Correct" to everything.
+  critic's own recomputation and a last-digit comparison; the recomputed value's digits and the
+  comparison's outcome token are weighted ``mark_weight`` times in the SFT loss. Without the
+  weights the tiny critic learns every token of the critique except the verdict; with only the
+  outcome weighted (800 steps on the learner group) it copied the response's value into its
+  "recomputation", found every digit "same" and said "Correct" to everything.
 - ``refiner``: the frozen Critique-RL actor: first attempts plus refinements in which the actor
   trusts the critique's final verdict (see `refinement_example`), so that a critic that
   discriminates better makes its refinements better.
@@ -31,6 +33,7 @@ from cdra.data.synthetic import (
     ArithmeticProblem,
     SyntheticConfig,
     comparison_mark_offsets,
+    recomputation_offsets,
     corrupt_steps,
     critique_text,
     format_r1_solution,
@@ -88,7 +91,8 @@ def critic_item(problem: ArithmeticProblem, corrupt: bool, rng: random.Random) -
     response = format_steps_solution(problem, steps=steps)
     prompt = render_prompt(PROMPTS["critic"], question=problem.question, response=response)
     target = " " + critique_text(problem, steps, labels)
-    return SFTItem(problem, prompt, target, tuple(comparison_mark_offsets(target)), not corrupt)
+    emphasis = sorted(comparison_mark_offsets(target) + recomputation_offsets(target))
+    return SFTItem(problem, prompt, target, tuple(emphasis), not corrupt)
 
 
 def set_final_verdict(critique: str, correct: bool) -> str:
