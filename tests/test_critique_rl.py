@@ -20,7 +20,7 @@ from cdra.runtime.reference import ReferenceModel
 from cdra.runtime.replay import load_export
 from cdra.runtime.tracking import read_metrics
 
-pytestmark = pytest.mark.timeout(2100)  # from an empty cache the fixtures build three warm starts (~19 min)
+pytestmark = [pytest.mark.timeout(2100), pytest.mark.integration]  # from an empty cache the fixtures build three warm starts (~19 min)
 
 
 @pytest.fixture(scope="module")

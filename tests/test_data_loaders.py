@@ -8,6 +8,7 @@ from cdra.data import (
     DataError,
     DatasetSpec,
     LoadResult,
+    SyntheticConfig,
     TaskExample,
     boxed_answer,
     load_aqua,
@@ -17,7 +18,6 @@ from cdra.data import (
     load_table,
     make_examples,
     make_mcq_examples,
-    SyntheticConfig,
 )
 
 GSM8K_ROWS = [

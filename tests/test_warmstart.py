@@ -13,9 +13,9 @@ from cdra.models.warmstart import (
     _loss_weights,
     _lr_factor,
     _mark_label_positions,
+    _score,
     _train,
     _training_examples,
-    _score,
     critic_responses,
     evaluate_accuracy,
     task_example,
@@ -129,6 +129,7 @@ def test_train_stops_at_the_first_check_reaching_the_target():
 
 def test_mark_positions_point_at_the_comparison_outcomes():
     from transformers import AutoTokenizer
+
     from cdra.algos import tokenize_prompt_and_output
 
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_model())
@@ -162,6 +163,7 @@ def test_evaluate_accuracy_rejects_bad_input(tmp_path):
         evaluate_accuracy(tmp_path, "r1", [PROBLEM], num_samples=4)
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_warm_start_learns_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("CDRA_CACHE", str(tmp_path))

@@ -25,9 +25,10 @@ import json
 import logging
 import random
 import re
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cdra.data.example import CHOICE_LETTERS, KINDS, TaskExample
 
@@ -516,7 +517,7 @@ class DatasetSpec:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DatasetSpec":
+    def from_dict(cls, data: dict) -> DatasetSpec:
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - valid)
         if unknown:
