@@ -281,7 +281,9 @@ def test_dataset_spec_validation():
     with pytest.raises(ValueError, match="format"):
         DatasetSpec(format="csv")
     with pytest.raises(ValueError, match="needs a path"):
-        DatasetSpec(format="gsm8k")
+        DatasetSpec(format="gsm8k").validate()
+    with pytest.raises(ValueError, match="needs a path"):
+        load_dataset_spec({"format": "gsm8k"})
     with pytest.raises(ValueError, match="on_error"):
         DatasetSpec(on_error="warn")
 
@@ -349,3 +351,14 @@ def test_latin1_in_json_or_csv_names_the_file(tmp_path):
     for path in (js, cs):
         with pytest.raises(DataError, match=rf"{path.name}: cannot read: .*UTF-?8"):
             load_table(path, "q", "a")
+
+
+def test_dataset_overrides_apply_in_any_order():
+    from cdra.config import ConfigError, load_config
+    from cdra.recipes.grpo import GRPOConfig
+
+    for argv in (["train_data.format=gsm8k", "train_data.path=data/gsm8k"], ["train_data.path=data/gsm8k", "train_data.format=gsm8k"]):
+        spec = load_config(GRPOConfig, argv).train_data
+        assert (spec.format, spec.path) == ("gsm8k", "data/gsm8k")
+    with pytest.raises(ConfigError, match="train_data: dataset format 'gsm8k' needs a path"):
+        load_config(GRPOConfig, ["train_data.format=gsm8k"])

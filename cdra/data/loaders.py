@@ -533,12 +533,16 @@ class DatasetSpec:
         if self.format not in FORMATS:
             raise ValueError(f"dataset format must be one of {FORMATS}, got {self.format!r}")
         _check_on_error(self.on_error)
-        if self.format not in ("synthetic", "synthetic_mcq") and not self.path:
-            raise ValueError(f"dataset format {self.format!r} needs a path")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {self.limit}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def validate(self) -> None:
+        """Checks across fields, run by the config loader once every override is applied (so
+        ``train_data.format=gsm8k train_data.path=...`` works in either order) and before loading."""
+        if self.format not in ("synthetic", "synthetic_mcq") and not self.path:
+            raise ValueError(f"dataset format {self.format!r} needs a path")
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetSpec:
@@ -560,6 +564,7 @@ def load_dataset_spec(spec: dict | DatasetSpec) -> LoadResult:
     """Load what ``spec`` describes (a :class:`DatasetSpec` or a dict of its fields)."""
     if isinstance(spec, dict):
         spec = DatasetSpec.from_dict(spec)
+    spec.validate()
     # With shuffling the whole file is read before the limit applies.
     read_limit = None if spec.shuffle else spec.limit
     if spec.format in ("synthetic", "synthetic_mcq"):
