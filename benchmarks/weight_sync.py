@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 TARGET = 3.0
 
 
-def model_config(spec: str) -> "TinyModelConfig":
+def model_config(spec: str) -> TinyModelConfig:
     """'HIDDENxLAYERS' -> TinyModelConfig with head_dim 64 (what vLLM's CPU attention accepts)."""
     from cdra.models.tiny import TinyModelConfig
 

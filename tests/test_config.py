@@ -48,7 +48,7 @@ class Judge:
 @dataclass
 class Config:
     name: str = "run"
-    seed: Optional[int] = None
+    seed: Optional[int] = None  # noqa: UP045 -- the parser must accept typing.Optional too
     max_tokens: int | None = 64
     debug: bool = False
     output_dir: Path = Path("outputs")

@@ -20,7 +20,7 @@ from cdra.runtime.reference import ReferenceModel
 from cdra.runtime.replay import load_export
 from cdra.runtime.tracking import read_metrics
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")

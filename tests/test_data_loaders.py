@@ -8,6 +8,7 @@ from cdra.data import (
     DataError,
     DatasetSpec,
     LoadResult,
+    SyntheticConfig,
     TaskExample,
     boxed_answer,
     load_aqua,
@@ -17,7 +18,6 @@ from cdra.data import (
     load_table,
     make_examples,
     make_mcq_examples,
-    SyntheticConfig,
 )
 
 GSM8K_ROWS = [
@@ -98,11 +98,7 @@ BOXED_CASES = [
 
 @pytest.mark.parametrize("text,expected", BOXED_CASES)
 def test_boxed_answer(text, expected):
-    from cdra.data.loaders import _last_boxed_only_string, _remove_boxed
-
     assert boxed_answer(text) == expected
-    boxed = _last_boxed_only_string(text)  # the fallback agrees with the shared extractor
-    assert (None if boxed is None else _remove_boxed(boxed).strip()) == expected
 
 
 def test_load_aqua(tmp_path, fmt):
@@ -285,7 +281,9 @@ def test_dataset_spec_validation():
     with pytest.raises(ValueError, match="format"):
         DatasetSpec(format="csv")
     with pytest.raises(ValueError, match="needs a path"):
-        DatasetSpec(format="gsm8k")
+        DatasetSpec(format="gsm8k").validate()
+    with pytest.raises(ValueError, match="needs a path"):
+        load_dataset_spec({"format": "gsm8k"})
     with pytest.raises(ValueError, match="on_error"):
         DatasetSpec(on_error="warn")
 
@@ -298,3 +296,69 @@ def test_results_and_errors_pickle():
     assert back == result and back.skipped == 1 and back.errors == result.errors
     err = pickle.loads(pickle.dumps(DataError("f.jsonl", 3, "bad row")))
     assert (err.path, err.row, str(err)) == ("f.jsonl", 3, "f.jsonl, row 3: bad row")
+
+
+def test_latin1_byte_names_file_and_row_or_is_skipped(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    lines = [json.dumps(r).encode() for r in GSM8K_ROWS]
+    latin = json.dumps({"question": "Un café coûte 3 euros. Combien pour 2?", "answer": "#### 6"}, ensure_ascii=False)
+    path.write_bytes(b"\n".join([lines[0], latin.encode("latin-1"), lines[1]]) + b"\n")
+    with pytest.raises(DataError) as info:
+        load_gsm8k(path)
+    message = str(info.value)
+    assert info.value.row == 2 and "\n" not in message
+    assert message.startswith(f"{path}, row 2: not UTF-8 (byte 0xe9 at column 21)")
+    result = load_gsm8k(path, on_error="skip")
+    assert [e.answer for e in result] == ["7", "1200"] and result.skipped == 1
+    assert [e.id for e in result] == ["gsm8k-latin-0", "gsm8k-latin-2"]  # rows keep their line numbers
+    assert len(load_gsm8k(path, limit=1)) == 1  # the bad row lies past the limit
+
+
+def test_unreadable_file_is_named(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match=r"broken\.parquet: cannot read") as info:
+        load_math(path)
+    assert info.value.row is None and "\n" not in str(info.value)
+
+
+def test_loading_writes_nothing_next_to_the_data(tmp_path, fmt):
+    data = tmp_path / "data"
+    data.mkdir()
+    write(data, "train", GSM8K_ROWS, fmt)
+    write_jsonl(data / "test.jsonl", GSM8K_ROWS, extra_lines=["{broken"])  # also the path that rereads good lines
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert len(load_gsm8k(data)) == 2
+    assert len(load_gsm8k(data, split="test", on_error="skip")) == 2
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+def test_datasets_is_offline_once_the_loaders_are_imported():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    code = "import cdra.data.loaders, datasets; assert datasets.config.HF_HUB_OFFLINE, 'online'"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_latin1_in_json_or_csv_names_the_file(tmp_path):
+    js = tmp_path / "l.json"
+    js.write_bytes(json.dumps([{"q": "café", "a": "1"}], ensure_ascii=False).encode("latin-1"))
+    cs = tmp_path / "l.csv"
+    cs.write_bytes("q,a\ncafé,1\n".encode("latin-1"))
+    for path in (js, cs):
+        with pytest.raises(DataError, match=rf"{path.name}: cannot read: .*UTF-?8"):
+            load_table(path, "q", "a")
+
+
+def test_dataset_overrides_apply_in_any_order():
+    from cdra.config import ConfigError, load_config
+    from cdra.recipes.grpo import GRPOConfig
+
+    for argv in (["train_data.format=gsm8k", "train_data.path=data/gsm8k"], ["train_data.path=data/gsm8k", "train_data.format=gsm8k"]):
+        spec = load_config(GRPOConfig, argv).train_data
+        assert (spec.format, spec.path) == ("gsm8k", "data/gsm8k")
+    with pytest.raises(ConfigError, match="train_data: dataset format 'gsm8k' needs a path"):
+        load_config(GRPOConfig, ["train_data.format=gsm8k"])

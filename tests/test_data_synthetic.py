@@ -6,10 +6,9 @@ from cdra.data import (
     ArithmeticStep,
     SyntheticConfig,
     TaskExample,
-    corrupt_steps,
     comparison_mark_offsets,
+    corrupt_steps,
     critique_text,
-    step_check,
     format_r1_solution,
     format_steps_solution,
     judge_steps,
@@ -19,6 +18,7 @@ from cdra.data import (
     make_problems,
     parse_steps,
     split_of_question,
+    step_check,
     to_example,
 )
 from cdra.data.synthetic import _apply

@@ -21,8 +21,8 @@ from cdra.recipes.evaluate import (
     paired_comparison,
     pass_at_k,
     read_eval_samples,
-    refinement_metrics,
     refine_fields,
+    refinement_metrics,
     sign_test_p,
 )
 

@@ -15,7 +15,7 @@ from cdra.config import load_config
 from cdra.recipes import grpo
 from cdra.runtime.tracking import read_metrics
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.integration]
 
 
 def test_grpo_default_raises_held_out_reward(tmp_path, r1_model, ray_local):

@@ -46,6 +46,7 @@ def test_bad_tiny_config_is_rejected(tmp_path):
         build_tiny_model(TinyModelConfig(hidden_size=64, num_heads=4), root=tmp_path)
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_vllm_greedy_matches_transformers(tmp_path):
     path = build_tiny_model(TinyModelConfig(seed=1), root=tmp_path)

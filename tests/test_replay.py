@@ -210,6 +210,7 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.integration
 def test_replay_store_actor_preserves_provenance(ray_local):
     ray = ray_local
     store = ReplayStore.remote(mode="off_policy", max_staleness=1, keep_history=True)

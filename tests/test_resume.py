@@ -23,6 +23,7 @@ def _config(r1_model: str, out, *extra: str) -> grpo.GRPOConfig:
     ])
 
 
+@pytest.mark.integration
 def test_resume_continues_counter_and_data_order(tmp_path, r1_model, ray_local):
     grpo.run(_config(r1_model, tmp_path / "straight"))
     stopped = grpo.run(_config(r1_model, tmp_path / "split", "run.stop_after=1"))

@@ -130,6 +130,7 @@ def _common(out) -> list[str]:
             f"run.output_dir={out}", "run.use_wandb=false", "run.eval_every=100"]
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_sft_from_scratch_lowers_loss_and_saves_model(tmp_path, ray_local):
     out = tmp_path / "sft"
@@ -144,6 +145,7 @@ def test_sft_from_scratch_lowers_loss_and_saves_model(tmp_path, ray_local):
     assert "eval/reward" in summary and "eval/reward_before" in summary
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_expert_iteration_trains_only_on_verified_samples(tmp_path, r1_model, ray_local):
     out = tmp_path / "ei"

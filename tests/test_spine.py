@@ -14,7 +14,7 @@ from cdra.recipes import grpo
 from cdra.runtime.rollout import SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.integration]
 
 
 def _strip(ids: list[int], eos: int) -> list[int]:

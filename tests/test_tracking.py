@@ -183,6 +183,7 @@ def test_wandb_init_failure_does_not_crash(tmp_path, monkeypatch, caplog):
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 0, "loss": 1.0}]
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_ray_gauges_created_and_set(tmp_path):
     ray = pytest.importorskip("ray")

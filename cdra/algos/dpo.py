@@ -55,7 +55,7 @@ def _device_of(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def sequence_log_prob(model: "PreTrainedModel", prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
+def sequence_log_prob(model: PreTrainedModel, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
     """Sum of log p(response token | prefix) over the response tokens of prompt + response.
 
     With an empty prompt the first response token has no prefix and is not scored.
@@ -70,9 +70,9 @@ def sequence_log_prob(model: "PreTrainedModel", prompt_ids: list[int], response_
 
 
 def compute_per_instance_dpo_loss(
-    lm: "PreTrainedModel",
-    lm_ref: "PreTrainedModel",
-    tokenizer: "PreTrainedTokenizerBase",
+    lm: PreTrainedModel,
+    lm_ref: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     beta: float,
     prompt: str,
     response_chosen: str,

@@ -6,7 +6,8 @@ broadcast along the sequence (a (batch,) tensor is accepted and treated as (batc
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 

@@ -73,7 +73,7 @@ def log_probs_from_logits(
 
 
 def get_response_log_probs(
-    model: "PreTrainedModel",
+    model: PreTrainedModel,
     input_ids: torch.Tensor,
     labels: torch.Tensor,
     return_token_entropy: bool = False,

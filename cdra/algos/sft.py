@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:  # transformers only as a type
 __all__ = ["tokenize_prompt_and_output", "sft_microbatch_train_step", "encode_without_special_tokens"]
 
 
-def encode_without_special_tokens(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str]) -> list[list[int]]:
+def encode_without_special_tokens(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text, with no BOS/EOS or other special tokens added."""
     if len(texts) == 0:
         return []
@@ -31,7 +32,7 @@ def _pad_id(tokenizer: Any) -> int:
 def tokenize_prompt_and_output(
     prompt_strs: Sequence[str],
     output_strs: Sequence[str],
-    tokenizer: "PreTrainedTokenizerBase",
+    tokenizer: PreTrainedTokenizerBase,
 ) -> dict[str, torch.Tensor]:
     """Tokenize (prompt, output) pairs for next-token training on the output only.
 

@@ -34,8 +34,8 @@ from cdra.data.synthetic import (
     make_problem,
     make_problems,
     parse_steps,
-    step_check,
     split_of_question,
+    step_check,
     to_example,
 )
 

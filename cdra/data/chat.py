@@ -55,7 +55,7 @@ def _llama2(messages, add_generation_prompt):
         system, messages = messages[0]["content"], messages[1:]
     out = ""
     first_user = True
-    for i, m in enumerate(messages):
+    for m in messages:
         if m["role"] == "user":
             if out.endswith(" </s>"):
                 out += "<s>"

@@ -1,35 +1,47 @@
 """Dataset readers from local files (nothing is downloaded).
 
-Supported storage: ``.jsonl``, ``.json`` (a list of objects, or an object holding exactly one
-such list), ``.csv``, ``.parquet``, a Hugging Face ``datasets`` directory written by
-``save_to_disk`` (``Dataset`` or ``DatasetDict``; the ``split`` picks from a ``DatasetDict``),
-or a plain directory holding split files such as ``test.jsonl`` or
-``train-00000-of-00001.parquet`` (files whose name starts with the split, concatenated in name
-order).
+Files are read by Hugging Face ``datasets``: ``.jsonl`` / ``.json`` (a list of objects, or an
+object holding exactly one such list), ``.csv`` and ``.parquet``
+through ``load_dataset``, a directory written by ``save_to_disk`` (``Dataset`` or
+``DatasetDict``; ``split`` picks from a ``DatasetDict``) through ``load_from_disk``, or a plain
+directory of split files such as ``test.jsonl`` or ``train-00000-of-00001.parquet`` (files
+whose name starts with the split, concatenated in name order). The Hub is never contacted
+(``HF_DATASETS_OFFLINE=1`` unless set otherwise) and the Arrow copies ``load_dataset`` makes
+go to a temporary directory that is removed after loading, never next to the data.
 
-Error design: every loader returns a :class:`LoadResult`, which *is* the ``list`` of
-:class:`TaskExample` (a ``list`` subclass) and also carries ``skipped`` (number of malformed
-rows dropped) and ``errors`` (their messages). With ``on_error="raise"`` (default) the first
-malformed row raises :class:`DataError` naming the file and its 1-based row number (for
-``.jsonl`` the line number); with ``on_error="skip"`` such rows are dropped, counted and a
-warning is logged. A missing path raises ``FileNotFoundError`` naming it.
+This module keeps what ``datasets`` does not do: the format-specific parsing (GSM8K ``####``,
+MATH ``\\boxed{}``, AQuA options) and errors that name the row. Every loader returns a
+:class:`LoadResult`, which *is* the ``list`` of :class:`TaskExample` (a ``list`` subclass) and
+also carries ``skipped`` (number of malformed rows dropped) and ``errors`` (their messages).
+With ``on_error="raise"`` (default) the first malformed row raises :class:`DataError` naming
+the file and its 1-based row number (for ``.jsonl`` the line number); with ``on_error="skip"``
+such rows are dropped, counted and a warning is logged. A line of a ``.jsonl`` file that is not
+UTF-8, not JSON or not an object is such a row. A missing path raises ``FileNotFoundError``
+naming it; a file that cannot be read at all raises ``DataError`` naming it.
 
-``limit`` stops reading after that many good rows, so malformed rows past the limit are never
-seen.
+``limit`` stops parsing after that many good rows, so malformed rows past the limit are never
+reported.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
 import logging
+import os
 import random
 import re
-from dataclasses import dataclass, field, fields
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from cdra.data.example import CHOICE_LETTERS, KINDS, TaskExample
+# Read when `datasets` is first imported: local files only, the Hub is never asked.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from cdra.data.example import CHOICE_LETTERS, KINDS, TaskExample  # noqa: E402
+from cdra.rewards.extraction import last_boxed_only_string, remove_boxed  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +87,8 @@ class _RowError(Exception):
 # ----------------------------------------------------------------------------------------------
 # Reading rows
 
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
 
 @dataclass
 class _BadRow:
@@ -109,56 +123,113 @@ def _resolve_files(path: Path, split: str | None) -> list[Path]:
     return files
 
 
-def _iter_file(path: Path) -> Iterator[tuple[int, Any]]:
-    suffix = path.suffix
-    if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield lineno, _BadRow(f"invalid JSON ({e.msg} at column {e.colno})")
-    elif suffix == ".json":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(path, None, f"invalid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(data, dict):
-            lists = [v for v in data.values() if isinstance(v, list)]
-            if len(lists) != 1:
-                raise DataError(path, None, "expected a JSON list of rows or an object holding one list")
-            data = lists[0]
-        if not isinstance(data, list):
-            raise DataError(path, None, "expected a JSON list of rows")
-        yield from enumerate(data, start=1)
-    elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            yield from enumerate(csv.DictReader(f), start=1)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+@contextlib.contextmanager
+def _datasets():
+    """`datasets` without its progress bars and its log line for a file it fails on (we raise a
+    DataError naming the file instead); both settings are restored afterwards."""
+    import datasets
 
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as e:  # pyarrow raises ArrowInvalid and friends
-            raise DataError(path, None, f"cannot read parquet: {e}") from None
-        row = 0
-        for batch in parquet.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                row += 1
-                yield row, record
-    else:  # pragma: no cover - guarded by _resolve_files
-        raise ValueError(f"unsupported dataset file type {suffix!r} ({path})")
+    bars = datasets.is_progress_bar_enabled()
+    lib_logger = logging.getLogger("datasets")
+    level = lib_logger.level
+    datasets.disable_progress_bars()
+    lib_logger.setLevel(logging.CRITICAL)
+    try:
+        yield datasets
+    finally:
+        lib_logger.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _load_file(file: Path, **options: Any):
+    """One file as an in-memory ``datasets.Dataset``; its Arrow cache lives only in a temporary dir."""
+    try:
+        with _datasets() as datasets, tempfile.TemporaryDirectory(prefix="cdra-datasets-") as cache:
+            return datasets.load_dataset(_BUILDERS[file.suffix], data_files=str(file), split="train",
+                                         cache_dir=cache, keep_in_memory=True, **options)
+    except Exception as e:  # datasets wraps pyarrow, pandas and decoding errors differently per format
+        raise DataError(file, None, f"cannot read: {_root_cause(e)}") from None
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _single_list_field(ds) -> str | None:
+    """The field of a ``.json`` object that holds the rows (``{"data": [{...}, ...]}``), if that is its shape."""
+    if ds.num_rows != 1 or len(ds.column_names) != 1:
+        return None
+    name = ds.column_names[0]
+    value = ds[0][name]
+    return name if isinstance(value, list) and all(isinstance(v, dict) for v in value) else None
+
+
+def _scan_jsonl(file: Path) -> tuple[list[int], list[tuple[int, str]]]:
+    """(line numbers of the good lines, (line number, reason) of each bad one); blank lines are neither.
+
+    `datasets` reports a bad line, if at all, for the whole file (pyarrow even passes a latin-1
+    byte through to the first read of that row); this names the lines, so they can be reported
+    or skipped one by one.
+    """
+    good, bad = [], []
+    with open(file, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                bad.append((lineno, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-encode the file as UTF-8"))
+                continue
+            except json.JSONDecodeError as e:
+                bad.append((lineno, f"invalid JSON ({e.msg} at column {e.colno})"))
+                continue
+            if isinstance(value, dict):
+                good.append(lineno)
+            else:
+                bad.append((lineno, f"expected an object, got {type(value).__name__}"))
+    return good, bad
+
+
+def _jsonl_with_bad_lines(file: Path, good: list[int], bad: list[tuple[int, str]]) -> list[tuple[int, Any]]:
+    """The good lines loaded from a copy that holds only them, the bad ones as `_BadRow`s, in line
+    order (so ``limit`` and ``on_error`` act on them as on any row)."""
+    rows: list[tuple[int, Any]] = [(line, _BadRow(reason)) for line, reason in bad]
+    if good:
+        keep = set(good)
+        with tempfile.TemporaryDirectory(prefix="cdra-jsonl-") as tmp:
+            copy = Path(tmp) / file.name
+            with open(file, "rb") as src, open(copy, "wb") as dst:
+                dst.writelines(raw for lineno, raw in enumerate(src, start=1) if lineno in keep)
+            try:
+                rows += zip(good, _load_file(copy))
+            except DataError as e:
+                raise DataError(file, None, e.reason) from None
+    return sorted(rows, key=lambda row: row[0])
+
+
+def _file_rows(file: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based row, record) of one data file; for ``.jsonl`` the row is the line number."""
+    if file.suffix == ".jsonl":
+        good, bad = _scan_jsonl(file)
+        if bad:
+            yield from _jsonl_with_bad_lines(file, good, bad)
+            return
+    ds = _load_file(file)
+    if file.suffix == ".json" and (name := _single_list_field(ds)) is not None:
+        ds = _load_file(file, field=name)
+    rows = good if file.suffix == ".jsonl" else range(1, ds.num_rows + 1)
+    yield from zip(rows, ds)
 
 
 def _iter_rows(path, split: str | None) -> Iterator[tuple[Path, int, Any]]:
     path = Path(path)
     if path.is_dir() and _is_saved_dataset(path):
-        import datasets
-
-        ds = datasets.load_from_disk(str(path))
+        with _datasets() as datasets:
+            ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             names = list(ds.keys())
             if split is None:
@@ -170,7 +241,7 @@ def _iter_rows(path, split: str | None) -> Iterator[tuple[Path, int, Any]]:
             yield path, row, record
         return
     for file in _resolve_files(path, split):
-        for row, record in _iter_file(file):
+        for row, record in _file_rows(file):
             yield file, row, record
 
 
@@ -269,59 +340,13 @@ def load_gsm8k(path, on_error: str = "raise", *, limit: int | None = None, split
     return _load(path, parse, on_error=on_error, limit=limit, split=split)
 
 
-def _last_boxed_only_string(text: str) -> str | None:
-    """Fallback for ``cdra.rewards.extraction.last_boxed_only_string`` (same behaviour): the
-    last ``\\boxed{...}``/``\\fbox{...}`` with nested braces matched (escaped braces not
-    counted), or the space form ``\\boxed 5`` running to the next ``$`` or newline."""
-    idx, cmd = -1, ""
-    for c in ("\\boxed", "\\fbox"):
-        i = text.rfind(c)
-        if i > idx:
-            idx, cmd = i, c
-    if idx < 0:
-        return None
-    pos = idx + len(cmd)
-    if text.startswith(" ", pos) and cmd == "\\boxed":
-        content = re.split(r"[$\n]", text[pos + 1 :], maxsplit=1)[0].strip()
-        return "\\boxed " + content if content else None
-    while pos < len(text) and text[pos] in " \t":
-        pos += 1
-    if pos >= len(text) or text[pos] != "{":
-        return None
-    depth, i = 0, pos
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return cmd + text[pos : i + 1]
-        i += 1
-    return None
-
-
-def _remove_boxed(boxed: str) -> str:
-    if boxed.startswith("\\boxed "):
-        return boxed[len("\\boxed ") :]
-    return boxed[boxed.index("{") + 1 : -1]
-
-
-try:  # one implementation with the reward extractors, so gold and prediction agree
-    from cdra.rewards.extraction import last_boxed_only_string as _last_boxed
-    from cdra.rewards.extraction import remove_boxed as _unbox
-except ImportError:  # pragma: no cover - rewards not installed alongside
-    _last_boxed, _unbox = _last_boxed_only_string, _remove_boxed
-
-
 def boxed_answer(text: str) -> str | None:
-    """Content of the last ``\\boxed{}`` in ``text`` (braces matched), or None."""
-    boxed = _last_boxed(text)
+    """Content of the last ``\\boxed{}`` in ``text`` (braces matched), or None; the reward extractors' rule, so
+    gold and prediction agree."""
+    boxed = last_boxed_only_string(text)
     if boxed is None:
         return None
-    content = (_unbox(boxed) or "").strip()
+    content = (remove_boxed(boxed) or "").strip()
     return content or None
 
 
@@ -508,15 +533,19 @@ class DatasetSpec:
         if self.format not in FORMATS:
             raise ValueError(f"dataset format must be one of {FORMATS}, got {self.format!r}")
         _check_on_error(self.on_error)
-        if self.format not in ("synthetic", "synthetic_mcq") and not self.path:
-            raise ValueError(f"dataset format {self.format!r} needs a path")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {self.limit}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
+    def validate(self) -> None:
+        """Checks across fields, run by the config loader once every override is applied (so
+        ``train_data.format=gsm8k train_data.path=...`` works in either order) and before loading."""
+        if self.format not in ("synthetic", "synthetic_mcq") and not self.path:
+            raise ValueError(f"dataset format {self.format!r} needs a path")
+
     @classmethod
-    def from_dict(cls, data: dict) -> "DatasetSpec":
+    def from_dict(cls, data: dict) -> DatasetSpec:
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - valid)
         if unknown:
@@ -535,6 +564,7 @@ def load_dataset_spec(spec: dict | DatasetSpec) -> LoadResult:
     """Load what ``spec`` describes (a :class:`DatasetSpec` or a dict of its fields)."""
     if isinstance(spec, dict):
         spec = DatasetSpec.from_dict(spec)
+    spec.validate()
     # With shuffling the whole file is read before the limit applies.
     read_limit = None if spec.shuffle else spec.limit
     if spec.format in ("synthetic", "synthetic_mcq"):

@@ -33,8 +33,8 @@ import ray
 import torch
 
 from cdra.algos import kl_estimate, masked_whiten, reward_to_go, rloo_advantages
-from cdra.algos.kl import KLKind
 from cdra.algos.experience import Sample
+from cdra.algos.kl import KLKind
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
@@ -217,7 +217,7 @@ class CritiquePrompt:
         return {"id": self.id, "attempt": self.attempt, "correct": self.correct, "example": dataclasses.asdict(self.example)}
 
     @classmethod
-    def from_json(cls, row: dict) -> "CritiquePrompt":
+    def from_json(cls, row: dict) -> CritiquePrompt:
         return cls(row["id"], TaskExample(**row["example"]), row["attempt"], bool(row["correct"]))
 
 
@@ -245,7 +245,7 @@ def balance_by_correctness(prompts: list[CritiquePrompt], seed: int) -> list[Cri
     wrong = [p for p in prompts if not p.correct]
     keep = min(len(right), len(wrong))
     if keep == 0:  # nothing to balance against: an empty prompt set would stop the run for no gain
-        warnings.warn(f"balance_prompts: all {len(prompts)} attempts are {'correct' if right else 'wrong'}; keeping them all")
+        warnings.warn(f"balance_prompts: all {len(prompts)} attempts are {'correct' if right else 'wrong'}; keeping them all", stacklevel=2)
         return list(prompts)
     rng = random.Random(f"cdra-balance:{seed}")
     kept = rng.sample(right, keep) + rng.sample(wrong, keep)

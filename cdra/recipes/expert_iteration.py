@@ -17,7 +17,7 @@ from cdra.algos.experience import Sample
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
-from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
+from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective

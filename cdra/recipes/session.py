@@ -11,8 +11,9 @@ import dataclasses
 import json
 import pickle
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import ray
 from tqdm import tqdm
@@ -65,7 +66,7 @@ class Session:
     def start(cls, run: RunConfig, config: Any, *, model_path: str, zoo_checkpoint: str, engine: EngineConfig,
               num_engines: int, learner: LearnerConfig, verifier: str, num_scorers: int = 2,
               verifier_timeout_s: float = 10.0, with_reference: bool = False, replay_mode: str = "on_policy",
-              max_staleness: int = 0) -> "Session":
+              max_staleness: int = 0) -> Session:
         self = object.__new__(cls)
         self.run = run
         self.started = time.perf_counter()

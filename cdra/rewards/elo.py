@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 __all__ = [
     "parse_winner",

@@ -11,7 +11,15 @@ from typing import Literal
 
 import torch
 
-from cdra.algos import compute_entropy, compute_policy_gradient_loss, compute_token_clip_loss, kl_estimate, log_probs_from_logits, masked_mean, masked_normalize
+from cdra.algos import (
+    compute_entropy,
+    compute_policy_gradient_loss,
+    compute_token_clip_loss,
+    kl_estimate,
+    log_probs_from_logits,
+    masked_mean,
+    masked_normalize,
+)
 
 
 def k1_loss_problem(kl_coef: float, kl_kind: str) -> str | None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import asdict, fields
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import datasets
 import pyarrow.parquet as pq

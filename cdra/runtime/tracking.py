@@ -12,8 +12,9 @@ import math
 import numbers
 import os
 import secrets
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import ray
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -9,8 +9,8 @@ tensors to the engine's in-place `reload_weights`. Gloo on CPU, NCCL on GPU; sam
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
