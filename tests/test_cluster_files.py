@@ -1,21 +1,39 @@
+"""The cluster files: Ray's own launcher validation, the README's install command, a RayJob that
+names only files the repository has, and no dashboard job API open to the network."""
+
+from __future__ import annotations
+
 import copy
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
-CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER = REPO / "cluster"
 YAMLS = sorted(CLUSTER.glob("*.yaml"))
 LAUNCHER = {"local-cpu.yaml": ("local", "cpu"), "aws-gpu.yaml": ("aws", "gpu")}
+VENV = "~/cdra-venv"
 
 
 def load(name: str) -> dict:
     return yaml.safe_load((CLUSTER / name).read_text())
 
 
+def readme_install_command() -> str:
+    """The one command in the README's "Install" section's code block."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert "virtual environment" in section
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+    return block
+
+
 def test_every_expected_file_is_there():
     assert {*LAUNCHER, "kuberay-rayjob.yaml"} <= {p.name for p in YAMLS}
-    assert (CLUSTER / "README.md").is_file()
+    assert (CLUSTER / "README.md").is_file() and (CLUSTER / "install.sh").is_file()
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
@@ -23,22 +41,59 @@ def test_yaml_parses_to_a_mapping(path):
     assert isinstance(yaml.safe_load(path.read_text()), dict)
 
 
+def test_local_config_passes_what_ray_up_runs():
+    # `ray up` -> create_or_update_cluster -> _bootstrap_config: prepare_config (defaults,
+    # node types), the provider's resource fill-in, validate_config against ray-schema.json,
+    # then the provider's bootstrap_config. For the local provider every step runs offline.
+    from ray.autoscaler._private.commands import _bootstrap_config
+
+    resolved = _bootstrap_config(copy.deepcopy(load("local-cpu.yaml")), no_config_cache=True)
+    assert resolved["provider"]["type"] == "local"
+    assert resolved["head_node_type"] in resolved["available_node_types"]
+
+
+def test_aws_config_passes_rays_schema_validation():
+    # The same steps as `ray up` up to validation; the AWS provider's resource fill-in and
+    # bootstrap_config call the EC2/IAM APIs (credentials, network), which a test cannot.
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(load("aws-gpu.yaml"))))
+
+
+def test_rays_validation_rejects_a_broken_config():
+    # guards the two tests above against a validator that accepts anything
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    broken = copy.deepcopy(load("aws-gpu.yaml"))
+    broken["available_node_types"]["gpu_worker"]["min_workers"] = "one"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(broken))
+
+
 @pytest.mark.parametrize("name", sorted(LAUNCHER))
-def test_launcher_config(name):
-    provider, target = LAUNCHER[name]
+def test_setup_commands_are_the_readme_install_in_a_venv(name):
+    provider, flavour = LAUNCHER[name]
     config = load(name)
-    for key in ("cluster_name", "provider", "auth", "max_workers", "file_mounts", "setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands"):
-        assert key in config, f"{name} lacks {key}"
     assert config["provider"]["type"] == provider
-    assert config["file_mounts"] == {"~/cdra": "."}
-    install = [c for c in config["setup_commands"] if "cluster/install.sh" in c]
-    assert len(install) == 1 and install[0].endswith(f"cd ~/cdra && bash cluster/install.sh {target}")
-    assert (CLUSTER / "install.sh").is_file()
+    assert config["file_mounts"] == {"~/cdra": "."} and "docker" not in config
+    commands = config["setup_commands"]
+    install = [i for i, c in enumerate(commands) if "cluster/install.sh" in c]
+    assert len(install) == 1
+    step = commands[install[0]]
+    assert step == f"source {VENV}/bin/activate && cd ~/cdra && {readme_install_command()} {flavour}"
+    # the venv exists before the install step runs
+    assert any(f"venv --seed --python 3.11 {VENV}" in c for c in commands[: install[0]])
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHER))
+def test_dashboard_job_api_stays_on_the_head(name):
+    config = load(name)
     head = " ".join(config["head_start_ray_commands"])
-    assert "ray start --head --port=6379 --dashboard-host=0.0.0.0" in head
+    assert "ray start --head --port=6379 --dashboard-host=127.0.0.1 --dashboard-port=8265" in head
+    assert "0.0.0.0" not in yaml.safe_dump(config)
+    assert f"ray dashboard cluster/{name}" in (CLUSTER / name).read_text()  # the comment says how to reach it
     assert "ray start --address=$RAY_HEAD_IP:6379" in " ".join(config["worker_start_ray_commands"])
-    assert "docker" not in config
 
 
 def test_local_config_starts_every_listed_worker():
@@ -56,27 +111,73 @@ def test_aws_config_has_cpu_head_and_gpu_workers():
     assert len(gpu) == 1 and 1 <= gpu[0]["min_workers"] <= gpu[0]["max_workers"] <= config["max_workers"]
 
 
-@pytest.mark.parametrize("name", sorted(LAUNCHER))
-def test_launcher_config_passes_rays_schema(name):
-    # Ray's own validation, as `ray up` runs it; private API, so tolerate its absence.
-    util = pytest.importorskip("ray.autoscaler._private.util")
-    util.validate_config(util.prepare_config(copy.deepcopy(load(name))))
+# --------------------------------------------------------------------------- KubeRay
+
+# Fields without `omitempty` in KubeRay's ray.io/v1 Go types (raycluster_types.go), i.e. the
+# ones the CRD marks required, plus the pod template's containers and each container's name.
+HEAD_REQUIRED = {"rayStartParams", "template"}
+WORKER_REQUIRED = {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"}
+RAYJOB_SPEC_KEYS = {"entrypoint", "runtimeEnvYAML", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
+                    "rayClusterSpec", "activeDeadlineSeconds", "jobId", "metadata", "clusterSelector",
+                    "submitterPodTemplate", "entrypointNumCpus", "entrypointNumGpus", "entrypointResources",
+                    "suspend", "submissionMode", "backoffLimit"}
 
 
-def test_kuberay_rayjob():
+def _check_pod_template(template: dict, where: str) -> list[dict]:
+    containers = template["spec"]["containers"]
+    assert containers, f"{where}: no containers"
+    for c in containers:
+        assert {"name", "image"} <= set(c), f"{where}: a container lacks name or image"
+        limits, requests = c["resources"]["limits"], c["resources"]["requests"]
+        assert limits == requests, f"{where}: limits and requests differ (Ray reads its resources from them)"
+        mounts = {m["name"] for m in c.get("volumeMounts", [])}
+        assert mounts <= {v["name"] for v in template["spec"].get("volumes", [])}, f"{where}: mount of an undeclared volume"
+    return containers
+
+
+def test_kuberay_rayjob_structure():
     job = load("kuberay-rayjob.yaml")
-    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
     spec = job["spec"]
-    assert spec["entrypoint"] == "python jobs/critique_rl.py --config /configs/critique_rl.yaml"
+    assert set(spec) <= RAYJOB_SPEC_KEYS, set(spec) - RAYJOB_SPEC_KEYS
     assert spec["shutdownAfterJobFinishes"] is True
+    assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"] == "/home/ray/cdra"
     cluster = spec["rayClusterSpec"]
-    head = cluster["headGroupSpec"]["template"]["spec"]
-    mounts = [m["mountPath"] for c in head["containers"] for m in c.get("volumeMounts", [])]
-    assert "/configs" in mounts  # the entrypoint's --config lives there
-    gpus = [
-        int(c["resources"]["limits"]["nvidia.com/gpu"])
-        for group in cluster["workerGroupSpecs"]
-        for c in group["template"]["spec"]["containers"]
-        if "nvidia.com/gpu" in c["resources"]["limits"]
-    ]
-    assert gpus and all(g > 0 for g in gpus)
+    import ray
+
+    assert cluster["rayVersion"] == ray.__version__  # the image must carry the Ray the repo pins
+    head = cluster["headGroupSpec"]
+    assert HEAD_REQUIRED <= set(head)
+    head_containers = _check_pod_template(head["template"], "head")
+    assert not any("nvidia.com/gpu" in c["resources"]["limits"] for c in head_containers)
+    gpus = 0
+    for group in cluster["workerGroupSpecs"]:
+        assert WORKER_REQUIRED <= set(group), f"worker group lacks {WORKER_REQUIRED - set(group)}"
+        assert group["minReplicas"] <= group.get("replicas", group["minReplicas"]) <= group["maxReplicas"]
+        for c in _check_pod_template(group["template"], group["groupName"]):
+            gpus += int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) * group["replicas"]
+    assert gpus > 0
+
+
+def test_kuberay_entrypoint_runs_the_main_job_with_overrides_only():
+    from cdra.config import load_config
+    from cdra.recipes.critique_rl import CritiqueRLConfig
+
+    argv = shlex.split(load("kuberay-rayjob.yaml")["spec"]["entrypoint"])
+    assert argv[:2] == ["python", "jobs/critique_rl.py"]
+    overrides = argv[2:]
+    assert overrides and all("=" in a and not a.startswith("-") for a in overrides)  # no --config FILE
+    config = load_config(CritiqueRLConfig, overrides)  # every key exists and every value parses
+    assert config.run.placement_strategy == "SPREAD"
+
+
+def test_kuberay_rayjob_names_only_files_the_repo_has():
+    text = (CLUSTER / "kuberay-rayjob.yaml").read_text()
+    named = set(re.findall(r"(?<![\w/.])((?:jobs|cluster|cdra|benchmarks|tests)/[\w./-]*\w)", text))
+    assert "jobs/critique_rl.py" in named
+    missing = sorted(p for p in named if not (REPO / p).exists())
+    assert not missing, f"the RayJob names files the repo lacks: {missing}"
+    spec = load("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    # a ConfigMap volume would need an object that nothing here creates
+    assert not [v for t in templates for v in t["spec"].get("volumes", []) if "configMap" in v]

@@ -213,14 +213,18 @@ class LearnerWorker:
         if self.rank == 0:
             self.sync_group = init_group(self.sync_backend(), master_addr, master_port, 0, world_size)
 
-    def broadcast_weights(self, version: int) -> float:
-        """Gather (all ranks) and broadcast (rank 0) the weights; returns seconds spent."""
+    def broadcast_weights(self, version: int, tamper_bucket: int | None = None) -> float:
+        """Gather (all ranks) and broadcast (rank 0) the weights; returns seconds spent.
+
+        `tamper_bucket` corrupts that bucket after its checksum is taken (fault injection for tests).
+        """
         started = time.perf_counter()
         named = self.named_weights()
         if self.rank == 0:
             if self.sync_group is None:
                 raise RuntimeError("broadcast_weights before init_sync_group")
-            broadcast_buckets(self.sync_group, self.weight_layout(), named, self.device)
+            flats = (torch.cat([named[t.name].detach().reshape(-1) for t in b.tensors]).to(self.device) for b in self.weight_layout())
+            broadcast_buckets(self.sync_group, flats, tamper_bucket)
         self.version = version
         return time.perf_counter() - started
 

