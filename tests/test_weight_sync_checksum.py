@@ -10,7 +10,12 @@ import torch
 from cdra.models.tiny import TinyModelConfig, build_tiny_model
 from cdra.runtime.cluster import free_port
 from cdra.runtime.weight_sync import (
-    ReceiveReport, bucket_checksum, broadcast_buckets, init_group, plan_buckets, receive_buckets,
+    ReceiveReport,
+    broadcast_buckets,
+    bucket_checksum,
+    init_group,
+    plan_buckets,
+    receive_buckets,
 )
 
 
@@ -94,11 +99,11 @@ def test_a_broadcast_that_does_nothing_fails_every_bucket():
 @pytest.mark.timeout(600)
 def test_corrupted_sync_into_a_real_engine_fails_loudly_then_a_clean_one_matches_hf(ray_local):
     import ray
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cdra.runtime.groups import LearnerGroup, RolloutPool, WeightSync
     from cdra.runtime.learner import LearnerConfig
     from cdra.runtime.rollout import EngineConfig, SamplingConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     learner_path = str(build_tiny_model(TinyModelConfig(seed=0)))
     engine_path = str(build_tiny_model(TinyModelConfig(seed=1)))  # different weights: a sync must show

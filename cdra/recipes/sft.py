@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from cdra.algos.experience import Sample
 from cdra.config import check
@@ -29,7 +30,7 @@ from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.data.prompts import PROMPTS, get_prompt, render_prompt
 from cdra.data.synthetic import ArithmeticProblem, format_r1_solution, make_problems
-from cdra.recipes.common import synthetic_spec, RunConfig, load_examples
+from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective

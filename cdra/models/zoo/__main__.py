@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = "" if shipped is None else f"held-out accuracy {shipped['heldout']['accuracy']:.3f}"
             print(f"{name:8s} {recipe.digest()} {state:8s} {accuracy}")
         return 0
-    from cdra.models.zoo.build import BUILD_ORDER, build as build_one
+    from cdra.models.zoo.build import BUILD_ORDER
+    from cdra.models.zoo.build import build as build_one
 
     names = list(BUILD_ORDER) if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in RECIPES]

@@ -25,21 +25,22 @@ strings (r1 also stops at ``</answer>``).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from cdra.data.prompts import render_prompt
 from cdra.data.synthetic import (
     ArithmeticProblem,
     SyntheticConfig,
     comparison_mark_offsets,
-    recomputation_offsets,
     corrupt_steps,
     critique_text,
     format_r1_solution,
     format_steps_solution,
     judge_steps,
     parse_steps,
+    recomputation_offsets,
 )
 from cdra.models.tiny import TinyModelConfig
 from cdra.rewards import extract_gsm8k_answer, parse_final_verdict, r1_zero_reward_fn
