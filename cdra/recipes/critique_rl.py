@@ -50,8 +50,11 @@ from cdra.recipes.evaluate import (
     attempt_fields,
     critique_fields,
     evaluate_critique,
+    final_correct_by_question,
+    format_paired,
     format_table,
     greedy,
+    paired_comparison,
     oracle,
     plot_metrics,
     refine_fields,
@@ -316,11 +319,13 @@ def train(state: CritiqueRun, config: CritiqueRLConfig) -> EvalReport | None:
     stream = session.prompt_stream(prompts)  # type: ignore[arg-type]  # any record list streams
     eval_examples = load_examples(config.eval_data, "eval_data")
     objective = objective_of(config)
-    reports: list[EvalReport] = []
+    reports: dict[int, EvalReport] = {}  # by step: every evaluation's per-question records are kept
 
     def evaluation() -> dict[str, float]:
-        reports.append(evaluate_critique(state.actor, state.critic, state.grade, eval_examples, config.eval, seed=config.run.seed))
-        return dict(reports[-1].metrics)
+        report = evaluate_critique(state.actor, state.critic, state.grade, eval_examples, config.eval, seed=config.run.seed)
+        reports[session.step] = report
+        write_eval_samples(report, Path(config.run.output_dir) / f"eval_samples_step{session.step}.jsonl")
+        return dict(report.metrics)
 
     if session.step == 0:
         session.first_eval = evaluation()
@@ -340,7 +345,13 @@ def train(state: CritiqueRun, config: CritiqueRLConfig) -> EvalReport | None:
         metrics.update(step_metrics)
         metrics.update(session.learn(samples, objective, config.optimizer_steps))
         session.finish_step(metrics, evaluation=evaluation)
-    return reports[-1] if reports else None
+    switch = config.discrimination_only_step
+    if config.stage == "both" and switch in reports and max(reports) > switch:
+        paired = paired_comparison(final_correct_by_question(reports[switch].records),
+                                   final_correct_by_question(reports[max(reports)].records))
+        session.final_metrics.update({f"stage2/{k.split('/')[1]}": v for k, v in paired.items()})
+        print(f"[cdra] Stage II (step {switch} -> {max(reports)}), " + format_paired(paired))
+    return reports[max(reports)] if reports else None
 
 
 def swap_anchor(session: Session, directory: Path, save: bool) -> None:
