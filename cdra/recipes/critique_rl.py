@@ -31,10 +31,11 @@ from typing import Literal
 
 import ray
 import torch
+from tqdm import tqdm
 
 from cdra.algos import kl_estimate, masked_whiten, reward_to_go, rloo_advantages
-from cdra.algos.kl import KLKind
 from cdra.algos.experience import Sample
+from cdra.algos.kl import KLKind
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
@@ -54,8 +55,8 @@ from cdra.recipes.evaluate import (
     format_paired,
     format_table,
     greedy,
-    paired_comparison,
     oracle,
+    paired_comparison,
     plot_metrics,
     refine_fields,
     resolve_verifier_name,
@@ -64,7 +65,7 @@ from cdra.recipes.session import Session, resolve_actor
 from cdra.rewards import critique_reward, parse_final_verdict
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
-from cdra.runtime.rollout import EngineConfig, SamplingConfig
+from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
 Stage = Literal["discrimination", "helpfulness"]
@@ -228,7 +229,11 @@ def prepare_prompts(actor: Speaker, grade: Grader, examples: list[TaskExample], 
     """The frozen actor's attempts on the training questions, marked by the oracle."""
     sampling = SamplingConfig(temperature=config.attempt_temperature, max_tokens=config.attempt_max_tokens,
                               logprobs=False, seed=config.run.seed * 1_000_003 + 17)
-    groups = actor.generate("inference", [attempt_fields(e) for e in examples], sampling, n=config.attempts_per_question)
+    groups: list[list[Completion]] = []
+    chunk = 256  # questions per request: the data prep is the longest start-up work, so it shows progress
+    for start in tqdm(range(0, len(examples), chunk), desc=f"attempts ({config.attempts_per_question} per question)", unit="x256 q"):
+        fields = [attempt_fields(e) for e in examples[start : start + chunk]]
+        groups += actor.generate("inference", fields, sampling, n=config.attempts_per_question)
     flat = [(e, i, c.text) for e, g in zip(examples, groups) for i, c in enumerate(g)]
     marks = grade([text for _, _, text in flat], [e.answer for e, _, _ in flat])
     return [CritiquePrompt(f"{e.id}/attempt-{i}", e, text, ok) for (e, i, text), ok in zip(flat, marks)]
