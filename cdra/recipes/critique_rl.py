@@ -31,6 +31,7 @@ from typing import Literal
 
 import ray
 import torch
+from tqdm import tqdm
 
 from cdra.algos import kl_estimate, masked_whiten, reward_to_go, rloo_advantages
 from cdra.algos.experience import Sample
@@ -50,9 +51,12 @@ from cdra.recipes.evaluate import (
     attempt_fields,
     critique_fields,
     evaluate_critique,
+    final_correct_by_question,
+    format_paired,
     format_table,
     greedy,
     oracle,
+    paired_comparison,
     plot_metrics,
     refine_fields,
     resolve_verifier_name,
@@ -61,7 +65,7 @@ from cdra.recipes.session import Session, resolve_actor
 from cdra.rewards import critique_reward, parse_final_verdict
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
-from cdra.runtime.rollout import EngineConfig, SamplingConfig
+from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
 Stage = Literal["discrimination", "helpfulness"]
@@ -225,7 +229,11 @@ def prepare_prompts(actor: Speaker, grade: Grader, examples: list[TaskExample], 
     """The frozen actor's attempts on the training questions, marked by the oracle."""
     sampling = SamplingConfig(temperature=config.attempt_temperature, max_tokens=config.attempt_max_tokens,
                               logprobs=False, seed=config.run.seed * 1_000_003 + 17)
-    groups = actor.generate("inference", [attempt_fields(e) for e in examples], sampling, n=config.attempts_per_question)
+    groups: list[list[Completion]] = []
+    chunk = 256  # questions per request: the data prep is the longest start-up work, so it shows progress
+    for start in tqdm(range(0, len(examples), chunk), desc=f"attempts ({config.attempts_per_question} per question)", unit="x256 q"):
+        fields = [attempt_fields(e) for e in examples[start : start + chunk]]
+        groups += actor.generate("inference", fields, sampling, n=config.attempts_per_question)
     flat = [(e, i, c.text) for e, g in zip(examples, groups) for i, c in enumerate(g)]
     marks = grade([text for _, _, text in flat], [e.answer for e, _, _ in flat])
     return [CritiquePrompt(f"{e.id}/attempt-{i}", e, text, ok) for (e, i, text), ok in zip(flat, marks)]
@@ -316,11 +324,13 @@ def train(state: CritiqueRun, config: CritiqueRLConfig) -> EvalReport | None:
     stream = session.prompt_stream(prompts)  # type: ignore[arg-type]  # any record list streams
     eval_examples = load_examples(config.eval_data, "eval_data")
     objective = objective_of(config)
-    reports: list[EvalReport] = []
+    reports: dict[int, EvalReport] = {}  # by step: every evaluation's per-question records are kept
 
     def evaluation() -> dict[str, float]:
-        reports.append(evaluate_critique(state.actor, state.critic, state.grade, eval_examples, config.eval, seed=config.run.seed))
-        return dict(reports[-1].metrics)
+        report = evaluate_critique(state.actor, state.critic, state.grade, eval_examples, config.eval, seed=config.run.seed)
+        reports[session.step] = report
+        write_eval_samples(report, Path(config.run.output_dir) / f"eval_samples_step{session.step}.jsonl")
+        return dict(report.metrics)
 
     if session.step == 0:
         session.first_eval = evaluation()
@@ -340,7 +350,13 @@ def train(state: CritiqueRun, config: CritiqueRLConfig) -> EvalReport | None:
         metrics.update(step_metrics)
         metrics.update(session.learn(samples, objective, config.optimizer_steps))
         session.finish_step(metrics, evaluation=evaluation)
-    return reports[-1] if reports else None
+    switch = config.discrimination_only_step
+    if config.stage == "both" and switch in reports and max(reports) > switch:
+        paired = paired_comparison(final_correct_by_question(reports[switch].records),
+                                   final_correct_by_question(reports[max(reports)].records))
+        session.final_metrics.update({f"stage2/{k.split('/')[1]}": v for k, v in paired.items()})
+        print(f"[cdra] Stage II (step {switch} -> {max(reports)}), " + format_paired(paired))
+    return reports[max(reports)] if reports else None
 
 
 def swap_anchor(session: Session, directory: Path, save: bool) -> None:
