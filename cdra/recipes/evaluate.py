@@ -365,8 +365,7 @@ class FrozenEngines:
     in their own placement group so they land on GPUs like any other engine."""
 
     def __init__(self, model_path: str, engine: EngineConfig, num_workers: int, strategy: str = "PACK") -> None:
-        gpu = 1.0 if on_gpu_cluster() else 0.0
-        self.placement = Placement({"rollout": RoleResources(num_workers, 1.0, gpu)}, strategy=strategy)
+        self.placement = Placement({"rollout": RoleResources(num_workers, 1.0, engine.gpus_per_engine(on_gpu_cluster()))}, strategy=strategy)
         options = [self.placement.options("rollout", i) for i in range(num_workers)]
         self.pool = RolloutPool(dataclasses.replace(engine, model_path=model_path), num_workers, options)
 

@@ -81,7 +81,7 @@ class Session:
         self.eos_id = self.tokenizer.eos_token_id
         gpu = 1.0 if on_gpu_cluster() else 0.0
         roles = {
-            "rollout": RoleResources(num_engines, 1.0, gpu),
+            "rollout": RoleResources(num_engines, 1.0, engine.gpus_per_engine(gpu > 0)),
             "learner": RoleResources(learner.num_ranks, learner.num_cpus_per_rank, gpu),
             "scorer": RoleResources(num_scorers, 0.0, 0.0),
         }

@@ -12,6 +12,7 @@ from cdra.algos.experience import Sample
 from cdra.runtime.learner import LearnerConfig, LearnerWorker
 from cdra.runtime.objectives import Objective
 from cdra.runtime.rollout import Completion, EngineConfig, RolloutWorker, SamplingConfig
+from cdra.runtime.weight_sync import sync_ranks
 
 
 class RolloutPool:
@@ -151,9 +152,9 @@ class WeightSync:
         self.engines = engines
         backend = ray.get(learners.workers[0].call.remote("sync_backend"))
         addr, port = ray.get(learners.workers[0].rendezvous.remote())
-        world = 1 + len(engines)
+        firsts, world = sync_ranks(ray.get([e.sync_width.remote() for e in engines]))
         ray.get([learners.workers[0].call.remote("init_sync_group", addr, port, world)]
-                + [e.init_weight_group.remote(backend, addr, port, i + 1, world) for i, e in enumerate(engines)])
+                + [e.init_weight_group.remote(backend, addr, port, first, world) for e, first in zip(engines, firsts)])
         self.layout = ray.get(learners.workers[0].call.remote("weight_layout"))
         self.version = 0
 

@@ -8,11 +8,12 @@ returns metrics. Rank 0 also owns the weight broadcast to the rollout engines.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 
@@ -192,15 +193,35 @@ class LearnerWorker:
     # ------------------------------------------------------------------ weights
 
     def named_weights(self) -> dict[str, torch.Tensor]:
-        """Full (gathered) parameters; under ZeRO-3 every rank must call this together."""
+        """Full parameters. Under ZeRO-3 every rank must call this together: each parameter is
+        gathered on its own and copied to host memory, so no rank ever holds the whole model
+        on its device."""
         module = self.engine.module
-        if self.config.zero_stage == 3:
-            import deepspeed
+        if self.config.zero_stage != 3:
+            return {n: p.detach() for n, p in module.named_parameters()}
+        out = {}
+        for name, param in module.named_parameters():
+            with self._gathered([param]):
+                out[name] = param.detach().to("cpu", copy=True)
+        return out
 
-            params = list(module.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                return {n: p.detach().clone() for n, p in module.named_parameters()}
-        return {n: p.detach() for n, p in module.named_parameters()}
+    def _gathered(self, params: list[torch.nn.Parameter]) -> contextlib.AbstractContextManager:
+        """ZeRO-3: the full `params` inside the block (a collective: all ranks, same order)."""
+        if self.config.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+    def _bucket_flats(self, buckets: list[BucketSpec]) -> Iterator[torch.Tensor | None]:
+        """One flat tensor per bucket, built when asked for: under ZeRO-3 only one bucket's
+        parameters are gathered at a time (ranks other than 0 join each gather, then drop it)."""
+        params = dict(self.engine.module.named_parameters())
+        for bucket in buckets:
+            group = [params[t.name] for t in bucket.tensors]
+            with self._gathered(group):
+                flat = torch.cat([p.detach().reshape(-1) for p in group]).to(self.device) if self.rank == 0 else None
+            yield flat
 
     def weight_layout(self) -> list[BucketSpec]:
         shapes = [(n, tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape), p.dtype) for n, p in self.engine.module.named_parameters()]
@@ -214,17 +235,19 @@ class LearnerWorker:
             self.sync_group = init_group(self.sync_backend(), master_addr, master_port, 0, world_size)
 
     def broadcast_weights(self, version: int, tamper_bucket: int | None = None) -> float:
-        """Gather (all ranks) and broadcast (rank 0) the weights; returns seconds spent.
+        """Gather (all ranks, bucket by bucket) and broadcast (rank 0) the weights; returns seconds spent.
 
         `tamper_bucket` corrupts that bucket after its checksum is taken (fault injection for tests).
         """
         started = time.perf_counter()
-        named = self.named_weights()
+        flats = self._bucket_flats(self.weight_layout())
         if self.rank == 0:
             if self.sync_group is None:
                 raise RuntimeError("broadcast_weights before init_sync_group")
-            flats = (torch.cat([named[t.name].detach().reshape(-1) for t in b.tensors]).to(self.device) for b in self.weight_layout())
             broadcast_buckets(self.sync_group, flats, tamper_bucket)
+        elif self.config.zero_stage == 3:
+            for _ in flats:  # the gathers are collectives: follow rank 0 through every bucket
+                pass
         self.version = version
         return time.perf_counter() - started
 

@@ -24,12 +24,19 @@ class EngineConfig:
     cpu_threads: int = 1  # CPU only: OpenMP threads of this engine (engines share the cores)
     enforce_eager: bool = True
     seed: int = 0
+    tensor_parallel_size: int = 1  # GPUs per engine (vLLM tensor parallelism); 1 on CPU
 
     def validate(self) -> None:
         if self.max_model_len < 16:
             raise ValueError(f"max_model_len too small: {self.max_model_len}")
         if self.cpu_threads < 1:
             raise ValueError("cpu_threads must be >= 1")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+
+    def gpus_per_engine(self, on_gpu: bool) -> float:
+        """GPUs to reserve for one engine: its tensor-parallel degree on GPU, none on CPU."""
+        return float(self.tensor_parallel_size) if on_gpu else 0.0
 
 
 @dataclass
@@ -83,6 +90,8 @@ class RolloutWorker:
             # (with Ray's own OMP_NUM_THREADS) to unpickle this class. vLLM's CPU worker
             # disables set_num_threads once the engine exists, so it must happen here.
             torch.set_num_threads(config.cpu_threads)
+        if not on_gpu and config.tensor_parallel_size != 1:
+            raise ValueError(f"tensor_parallel_size={config.tensor_parallel_size} needs GPUs; a CPU engine runs with 1")
         dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
         self.worker_index = worker_index
         self.on_gpu = on_gpu
@@ -95,7 +104,12 @@ class RolloutWorker:
             gpu_memory_utilization=config.gpu_memory_utilization,
             worker_extension_cls="cdra.runtime.weight_sync.WeightReceiverExtension",
             disable_log_stats=True,
+            tensor_parallel_size=config.tensor_parallel_size,
+            # Inside a Ray placement group vLLM would choose its Ray executor and ask for GPU
+            # bundles of its own; this actor already holds the engine's GPUs, so use processes.
+            distributed_executor_backend="mp" if config.tensor_parallel_size > 1 else None,
         )
+        self.tensor_parallel_size = config.tensor_parallel_size
         self.max_model_len = config.max_model_len
         self.version = 0
         self.generated_tokens = 0
@@ -139,8 +153,12 @@ class RolloutWorker:
 
     # weight sync -------------------------------------------------------------
 
-    def init_weight_group(self, backend: str, master_addr: str, master_port: int, rank: int, world_size: int) -> None:
-        self.llm.collective_rpc("cdra_init_weight_group", args=(backend, master_addr, master_port, rank, world_size))
+    def sync_width(self) -> int:
+        """Ranks this engine takes in the weight-sync group: one per tensor-parallel worker."""
+        return self.tensor_parallel_size
+
+    def init_weight_group(self, backend: str, master_addr: str, master_port: int, first_rank: int, world_size: int) -> None:
+        self.llm.collective_rpc("cdra_init_weight_group", args=(backend, master_addr, master_port, first_rank, world_size))
 
     def receive_weights(self, version: int, buckets: list[BucketSpec]) -> int:
         """Blocks until the learner's broadcast arrives; acknowledges with the new version."""

@@ -80,6 +80,18 @@ def unflatten(flat: torch.Tensor, bucket: BucketSpec) -> Iterator[tuple[str, tor
         offset += spec.numel
 
 
+def sync_ranks(widths: list[int]) -> tuple[list[int], int]:
+    """First rank of each engine in the weight-sync group and the group's size: rank 0 is the
+    learner, then each engine takes `width` (its tensor-parallel degree) consecutive ranks."""
+    if any(w < 1 for w in widths):
+        raise ValueError(f"every engine needs at least one sync rank, got widths {widths}")
+    firsts, next_rank = [], 1
+    for w in widths:
+        firsts.append(next_rank)
+        next_rank += w
+    return firsts, next_rank
+
+
 def init_group(backend: str, master_addr: str, master_port: int, rank: int, world_size: int) -> dist.ProcessGroup:
     """A process group of its own (not the default one), so it can coexist with DeepSpeed's and vLLM's."""
     store = dist.TCPStore(master_addr, master_port, world_size, is_master=(rank == 0), timeout=_GROUP_TIMEOUT)
@@ -178,7 +190,12 @@ def receive_buckets(group: dist.ProcessGroup, buckets: list[BucketSpec], device:
 class WeightReceiverExtension:
     """Mixed into vLLM's worker class (`worker_extension_cls`); called via `collective_rpc`."""
 
-    def cdra_init_weight_group(self, backend: str, master_addr: str, master_port: int, rank: int, world_size: int) -> None:
+    def cdra_init_weight_group(self, backend: str, master_addr: str, master_port: int, first_rank: int, world_size: int) -> None:
+        """Join as rank `first_rank` + this worker's tensor-parallel rank: every TP worker
+        receives the full weights and its loader keeps its own shard."""
+        from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+
+        rank = first_rank + get_tensor_model_parallel_rank()
         self._cdra_group = init_group(backend, master_addr, master_port, rank, world_size)
         self._cdra_rank = rank
         self._cdra_version = 0
