@@ -21,8 +21,16 @@ from cdra.algos.experience import Sample
 from cdra.config import save_config, to_dict
 from cdra.data.example import TaskExample
 from cdra.data.prompts import render_prompt
-from cdra.recipes.common import PromptStream, RunConfig, checkpoint_dir, latest_checkpoint, write_driver_state
-from cdra.runtime.cluster import Placement, RoleResources, init_ray, on_gpu_cluster
+from cdra.recipes.common import (
+    Prepared,
+    PromptStream,
+    RunConfig,
+    checkpoint_dir,
+    latest_checkpoint,
+    session_roles,
+    write_driver_state,
+)
+from cdra.runtime.cluster import Placement, init_ray, on_gpu_cluster
 from cdra.runtime.groups import LearnerGroup, RolloutPool, WeightSync
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
@@ -69,9 +77,13 @@ class Session:
     def start(cls, run: RunConfig, config: Any, *, model_path: str, warm_start_task: str, engine: EngineConfig,
               num_engines: int, learner: LearnerConfig, verifier: str, num_scorers: int = 2,
               verifier_timeout_s: float = 10.0, with_reference: bool = False, replay_mode: str = "on_policy",
-              max_staleness: int = 0) -> "Session":
+              max_staleness: int = 0, prepared: Prepared | None = None) -> "Session":
+        """`prepared`: the job's checked data and planned actors (from its `prepare`); its
+        skipped-row counts go into every step's metrics and the summary."""
         self = object.__new__(cls)
         self.run = run
+        self.prepared = prepared
+        self.data_metrics = prepared.skipped_metrics() if prepared is not None else {}
         self.started = time.perf_counter()
         self.model_path = resolve_model(model_path, warm_start_task)
         Path(run.output_dir).mkdir(parents=True, exist_ok=True)
@@ -82,14 +94,7 @@ class Session:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.eos_id = self.tokenizer.eos_token_id
-        gpu = 1.0 if on_gpu_cluster() else 0.0
-        roles = {
-            "rollout": RoleResources(num_engines, 1.0, gpu),
-            "learner": RoleResources(learner.num_ranks, learner.num_cpus_per_rank, gpu),
-            "scorer": RoleResources(num_scorers, 0.0, 0.0),
-        }
-        if with_reference:
-            roles["reference"] = RoleResources(1, 0.0, 0.0)
+        roles = session_roles(num_engines, learner, num_scorers, with_reference, gpu=1.0 if on_gpu_cluster() else 0.0)
         self.placement = Placement(roles, strategy=run.placement_strategy)
         opts = lambda role: [self.placement.options(role, i) for i in range(roles[role].count)]  # noqa: E731
         self.rollouts = RolloutPool(dataclasses.replace(engine, model_path=self.model_path), num_engines, opts("rollout"))
@@ -184,6 +189,7 @@ class Session:
         if evaluation is not None and (self.step % self.run.eval_every == 0 or last):
             metrics.update(evaluation())
         metrics["time/elapsed_s"] = time.perf_counter() - self.started
+        metrics.update(self.data_metrics)
         if self.stream is not None:  # past 1.0 the run revisits prompts: train metrics then partly measure memory
             metrics["data/epoch"] = self.stream.epoch
         scorer_stats = self.scorers.stats()
