@@ -230,5 +230,22 @@ def write_driver_state(output_dir: str, tag: str, state: dict[str, Any]) -> None
     os.replace(tmp, directory / "latest.json")
 
 
+def rng_states() -> dict[str, Any]:
+    """The driver's Python, numpy and torch RNG states (a resume continues their streams)."""
+    import numpy as np
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
 def config_snapshot(config: Any) -> dict[str, Any]:
     return to_dict(config)

@@ -176,6 +176,7 @@ def train(session: Session, config: GRPOConfig) -> None:
             "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
         })
         metrics.update(session.learn(samples, objective, optimizer_steps))
+        session.uncollected_prompts = prompts_per_step * len(in_flight)  # a checkpoint now must not skip them
         session.finish_step(metrics, evaluation=evaluate)
 
 

@@ -27,7 +27,9 @@ from cdra.recipes.common import (
     RunConfig,
     checkpoint_dir,
     latest_checkpoint,
+    rng_states,
     session_roles,
+    set_rng_states,
     write_driver_state,
 )
 from cdra.runtime.cluster import Placement, init_ray, on_gpu_cluster
@@ -108,6 +110,7 @@ class Session:
         self.step = 0
         self.version = 0
         self.stream: PromptStream | None = None
+        self.uncollected_prompts = 0  # drawn from the stream for steps not collected yet (async)
         self.final_metrics: dict[str, float] = {}
         self.first_eval: dict[str, float] = {}
         resumed = self._maybe_resume()
@@ -199,17 +202,22 @@ class Session:
         tqdm.write(self.tracker.summary_line(self.step, metrics))
         self.final_metrics.update(metrics)
         every = self.run.checkpoint_every
-        if (every and self.step % every == 0) or self.step == self.run.stop_after:
+        if (every and self.step % every == 0) or last:  # always at the end: a finished or stopped run can resume
             self.checkpoint()
 
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> None:
+        """Learner (weights, optimizer, scheduler: DeepSpeed's checkpoint) and driver state: step,
+        version, the data cursor counted at collection (prompts drawn for a step still in flight
+        are drawn again after a resume), RNG states, replay state, the first evaluation."""
         tag = f"step-{self.step}"
         directory = str(checkpoint_dir(self.run.output_dir))
         self.learners.save_checkpoint(directory, tag, {"version": self.version, "step": self.step})
-        state = {"step": self.step, "version": self.version, "cursor": self.stream.cursor if self.stream else 0,
-                 "replay": ray.get(self.replay.state_dict.remote()), "first_eval": self.first_eval}
+        cursor = (self.stream.cursor - self.uncollected_prompts) if self.stream else 0
+        state = {"step": self.step, "version": self.version, "cursor": cursor, "rng": rng_states(),
+                 "replay": ray.get(self.replay.state_dict.remote()), "first_eval": self.first_eval,
+                 "learner_checksum": self.learners.call_all("state_checksum")[0]}
         (Path(directory) / f"{tag}.driver.pkl").write_bytes(pickle.dumps(state))
         write_driver_state(self.run.output_dir, tag, {"step": self.step, "version": self.version})
 
@@ -227,6 +235,11 @@ class Session:
         self.learners.load_checkpoint(str(directory), tag)
         self.step, self.version, self._resume_cursor = state["step"], state["version"], state["cursor"]
         self.first_eval = state.get("first_eval", {})
+        if "rng" in state:
+            set_rng_states(state["rng"])
+        # the summary shows both: equal (bit for bit) when the learner really loaded the checkpoint
+        self.final_metrics["resume/saved_checksum"] = float(state.get("learner_checksum", float("nan")))
+        self.final_metrics["resume/loaded_checksum"] = float(self.learners.call_all("state_checksum")[0])
         ray.get(self.replay.load_state_dict.remote(state["replay"]))
         self.sync.push(self.version)  # engines start from the base model: bring them up to date
         print(f"[cdra] resumed from {tag}: step {self.step}, policy version {self.version}")
