@@ -96,3 +96,22 @@ def test_math_verifier_rejects_several_different_boxes():
     response = "so \\boxed{41} or rather \\boxed{42}"
     assert resolve_verifier("math")(response, "42")["reward"] == 0.0
     assert resolve_verifier("math_lenient")(response, "42")["reward"] == 1.0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_scorer_pool_counts_in_real_ray_actors(ray_local):
+    """The same through `ScorerPool`: RuleScorer Ray actors, whose workers fork from a Ray worker."""
+    import ray
+
+    from cdra.runtime.scorer import ScorerPool
+
+    pool = ScorerPool("math", num_actors=1, timeout_s=3.0)
+    try:
+        results = pool.score([ScoreItem("\\boxed{\\frac{1}{2}}", "0.5"), ScoreItem("\\boxed{10^{10^{10^{10}}}}", "1"),
+                              ScoreItem("\\boxed{3}", "3")])
+        assert [r.score for r in results] == [1.0, 0.0, 1.0]
+        assert pool.stats() == {"calls": 3, "errors": 0, "timeouts": 1}
+    finally:
+        for a in pool.actors:
+            ray.kill(a)

@@ -145,11 +145,13 @@ def train(session: Session, config: GRPOConfig) -> None:
     prompts_per_step = config.rollout_batch_size // config.group_size
     optimizer_steps = config.rollout_batch_size // config.train_batch_size
     in_flight: list[tuple[dict, list, int]] = []
+    next_batch = [session.step]  # the step the next submitted batch is for: its seed, the same after a resume
 
     def submit_next() -> None:
         examples = stream.next(prompts_per_step)
         ids = [session.encode(session.prompt(config.prompt_template, e)) for e in examples]
-        sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + (session.step + len(in_flight)) * 10_007)
+        sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + next_batch[0] * 10_007)
+        next_batch[0] += 1
         in_flight.append((session.rollouts.submit(ids, sampling, config.group_size), examples, session.version))
 
     def evaluate() -> dict[str, float]:
