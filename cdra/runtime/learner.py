@@ -111,8 +111,11 @@ class LearnerWorker:
             batch["old_logprobs"] = self._old_logprobs(batch, objective)
         totals: dict[str, float] = {}
         tokens = skipped = 0
+        # the shuffle is a function of the optimizer step count, which a DeepSpeed checkpoint
+        # restores: a resumed run shuffles as the uninterrupted one did
+        shuffle_rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.rank * 7_919 + self.engine.global_steps)
         for _ in range(objective.epochs):
-            order = torch.randperm(len(samples)) if objective.shuffle else torch.arange(len(samples))
+            order = torch.randperm(len(samples), generator=shuffle_rng) if objective.shuffle else torch.arange(len(samples))
             shuffled = {k: v[order] for k, v in batch.items()}
             for step_rows in torch.tensor_split(torch.arange(len(samples)), optimizer_steps):
                 if len(step_rows) == 0:
