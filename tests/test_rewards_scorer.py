@@ -115,3 +115,9 @@ def test_scorer_pool_counts_in_real_ray_actors(ray_local):
     finally:
         for a in pool.actors:
             ray.kill(a)
+
+
+def test_math_verifier_judges_the_answer_not_the_reasoning():
+    response = "x is not 3 and not 5, so the value is \\boxed{42}"
+    assert resolve_verifier("math")(response, "42")["reward"] == 1.0
+    assert resolve_verifier("math")("\\boxed{42 \\text{ or } 41}", "42")["reward"] == 0.0

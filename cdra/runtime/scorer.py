@@ -43,16 +43,21 @@ def _builtin_verifiers() -> dict[str, VerifierFn]:
     the upstream behaviour that takes the first or last candidate."""
     from cdra.rewards.extraction import extract_answer, extract_gsm8k_answer
     from cdra.rewards.grading import grade_answer
-    from cdra.rewards.hedging import names_several_values
+    from cdra.rewards.hedging import all_boxed_contents, names_several_values
     from cdra.rewards.r1_zero import r1_zero_reward_fn
 
     def by_kind(kind: str, strict: bool) -> VerifierFn:
         def verify(response: str, truth: str) -> dict[str, float]:
             predicted = extract_gsm8k_answer(response, strict) if kind == "gsm8k" else extract_answer(response, kind)
-            hedged = strict and kind == "math" and predicted is not None and names_several_values(response, truth)
+            hedged = strict and kind == "math" and predicted is not None and _math_hedged(response, truth)
             correct = predicted is not None and not hedged and grade_answer(predicted, truth)
             return {"reward": float(correct), "answer_reward": float(correct), "format_reward": float(predicted is not None)}
         return verify
+
+    def _math_hedged(response: str, truth: str) -> bool:
+        # the answer region only (the boxes, else the extracted line): the reasoning may say "not"
+        boxes = all_boxed_contents(response)
+        return names_several_values(" ".join(f"\\boxed{{{b}}}" for b in boxes) if boxes else extract_answer(response, "math"), truth)
 
     def r1_zero(strict: bool) -> VerifierFn:
         return lambda response, truth: r1_zero_reward_fn(response, truth, strict=strict)
