@@ -7,6 +7,7 @@ COMMON = [
     "transformers>=5.16.1,<5.20.0",
     "datasets>=3.0",
     "math-verify>=0.7",
+    "pebble>=5.0",
     "wandb>=0.19",
     "pyyaml>=6.0",
     "tqdm>=4.66",

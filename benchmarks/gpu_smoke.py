@@ -36,7 +36,7 @@ SIZES: dict[str, dict[str, int]] = {
 TIE_TOLERANCE = 0.25
 
 
-def model_config(size: str) -> "TinyModelConfig":
+def model_config(size: str) -> TinyModelConfig:
     from cdra.models.tiny import TinyModelConfig
 
     if size not in SIZES:
@@ -44,7 +44,7 @@ def model_config(size: str) -> "TinyModelConfig":
     return TinyModelConfig(**SIZES[size], seed=0)
 
 
-def parameter_count(config: "TinyModelConfig") -> int:
+def parameter_count(config: TinyModelConfig) -> int:
     """Exact parameter count of the model `config` builds (on the meta device: no memory)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -68,7 +68,7 @@ def plan_learner_ranks(num_gpus: int, engines: int = ENGINES, max_ranks: int = 2
     return ranks
 
 
-def greedy_agreement(tokens: list[int], logits: "torch.Tensor", tolerance: float = TIE_TOLERANCE) -> tuple[int, bool]:
+def greedy_agreement(tokens: list[int], logits: torch.Tensor, tolerance: float = TIE_TOLERANCE) -> tuple[int, bool]:
     """(positions where `tokens` are the exact argmax of `logits`, whether every token is within
     `tolerance` of the best logit). `logits[i]` scores the choice of `tokens[i]` (teacher-forced)."""
     if logits.shape[0] != len(tokens):
@@ -117,7 +117,7 @@ def _sft_samples(encode, n: int) -> list:
     return rows
 
 
-def _teacher_forced_logits(model, prompt: list[int], tokens: list[int]) -> "torch.Tensor":
+def _teacher_forced_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
     import torch
 
     ids = torch.tensor([prompt + tokens])

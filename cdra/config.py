@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import json
+import math
 import os
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -68,6 +70,33 @@ def load_config(schema: type[T], argv: list[str] | None = None) -> T:
     return cfg
 
 
+def run_job(schema: type[T], prepare: Callable[[T], Any], run: Callable[[T, Any], Any], argv: list[str] | None = None) -> None:
+    """A job's `__main__`: load the config, `prepare(config)` (checks and loads everything a run
+    needs before any actor starts), then `run(config, prepared)` and print its result as JSON.
+
+    A user error while loading or preparing prints one line to stderr and exits with status 2;
+    `--check` prints the resolved config and what `prepare` planned, then exits 0 without
+    starting Ray.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    check_only = "--check" in argv
+    argv = [a for a in argv if a != "--check"]
+    try:
+        config = load_config(schema, argv)
+        prepared = prepare(config)
+    except (ValueError, OSError) as e:  # ConfigError, a loader's row error, a missing file
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if check_only:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False).rstrip())
+        describe = getattr(prepared, "describe", None)
+        print(describe() if callable(describe) else prepared)
+        print("check passed: config and data are valid (Ray not started)")
+        raise SystemExit(0)
+    print(json.dumps(run(config, prepared), indent=2, sort_keys=True))
+
+
 def config_from_dict(schema: type[T], data: Mapping[str, Any]) -> T:
     """Build a validated `schema` from a (possibly partial) nested mapping, e.g. a saved config."""
     cfg = _merge(schema, None, data, "")
@@ -107,7 +136,7 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
 def format_help(schema: type, prog: str | None = None) -> str:
     """Every key of `schema` with its type, default and help text."""
     prog = prog or os.path.basename(sys.argv[0]) or "job"
-    lines = [f"usage: {prog} [--config FILE.yaml] [key.sub=value ...]", "", "keys:"]
+    lines = [f"usage: {prog} [--config FILE.yaml] [--check] [key.sub=value ...]", "", "--check: validate the config and the data, print the planned actors, exit without starting Ray", "", "keys:"]
     _help_lines(schema, None, "", lines)
     return "\n".join(lines)
 
@@ -162,10 +191,21 @@ def _merge(cls: type[T], base: T | None, data: Any, prefix: str) -> T:
         ]
         if missing:
             raise ConfigError(f"missing required key(s): {', '.join(missing)}")
-    try:
-        return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
-    except ValueError as e:  # a __post_init__ check
-        raise ConfigError(f"{prefix or cls.__name__}: {e}") from e
+    if base is not None:
+        changes = {f.name: getattr(base, f.name) for f in dataclasses.fields(cls) if hasattr(base, f.name)} | changes
+    return _build(cls, changes)
+
+
+def _build(cls: type[T], values: dict[str, Any]) -> T:
+    """An instance of `cls` with `values`, without running its `__post_init__`: checks there run
+    in `_validate`, once every override is applied, so the order of the overrides never matters
+    (`format=gsm8k path=F` and `path=F format=gsm8k` are the same config)."""
+    obj = object.__new__(cls)
+    for f in dataclasses.fields(cls):
+        value = values[f.name] if f.name in values else _default(f)
+        if value is not dataclasses.MISSING:
+            object.__setattr__(obj, f.name, value)  # also fills frozen dataclasses
+    return obj
 
 
 def _set(obj: T, parts: list[str], value: str, prefix: str) -> T:
@@ -293,14 +333,19 @@ def _coerce(value: Any, tp: Any, key: str, current: Any = None) -> Any:
             return value.strip().lower() in _TRUE
         raise _bad(key, value, tp, " (use true/false, yes/no, on/off or 1/0)")
     if tp in (int, float):  # an int field takes no floats (1.5) and no bools; a float field takes ints
+        number = None
         if isinstance(value, (int, float) if tp is float else int) and not isinstance(value, bool):
-            return tp(value)
-        if isinstance(value, str):
+            number = tp(value)
+        elif isinstance(value, str):
             try:
-                return tp(value.strip())
+                number = tp(value.strip())
             except ValueError:
                 pass
-        raise _bad(key, value, tp)
+        if number is None:
+            raise _bad(key, value, tp)
+        if not math.isfinite(number):  # no knob means anything at nan or inf (lr=inf trains NaN weights)
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -339,12 +384,13 @@ def _validate(obj: Any, path: str) -> None:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         for f in dataclasses.fields(obj):
             _validate(getattr(obj, f.name), _join(path, f.name))
-        hook = getattr(obj, "validate", None)
-        if callable(hook):
-            try:
-                hook()
-            except ValueError as e:
-                raise ConfigError(f"{path or type(obj).__name__}: {e}") from e
+        for name in ("__post_init__", "validate"):
+            hook = getattr(obj, name, None)
+            if callable(hook):
+                try:
+                    hook()
+                except ValueError as e:
+                    raise ConfigError(f"{path or type(obj).__name__}: {e}") from e
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             _validate(v, f"{path}[{i}]")

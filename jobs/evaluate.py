@@ -1,9 +1,9 @@
 """Evaluation of an (actor, critic) pair: first attempt, critique, refinement (greedy, optionally
-several rounds) and pass@k. `python jobs/evaluate.py [--config FILE] [key=value ...]`;
+several rounds) and pass@k. `python jobs/evaluate.py [--config FILE] [--check] [key=value ...]`;
 --help lists keys. Writes eval.json, eval_samples.jsonl and eval_chart.png to output_dir."""
 
-from cdra.config import load_config
-from cdra.recipes.evaluate import EvaluateConfig, run
+from cdra.config import run_job
+from cdra.recipes.evaluate import EvaluateConfig, prepare, run
 
 if __name__ == "__main__":
-    run(load_config(EvaluateConfig))
+    run_job(EvaluateConfig, prepare, run)

@@ -1,9 +1,7 @@
-"""Supervised fine-tuning on (prompt, response) data. `python jobs/sft.py [--config FILE] [key=value ...]`; --help lists keys."""
+"""Supervised fine-tuning on (prompt, response) data. `python jobs/sft.py [--config FILE] [--check] [key=value ...]`; --help lists keys."""
 
-import json
-
-from cdra.config import load_config
-from cdra.recipes.sft import SFTConfig, run
+from cdra.config import run_job
+from cdra.recipes.sft import SFTConfig, prepare, run
 
 if __name__ == "__main__":
-    print(json.dumps(run(load_config(SFTConfig)), indent=2, sort_keys=True))
+    run_job(SFTConfig, prepare, lambda config, prepared: run(config))

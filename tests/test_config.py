@@ -299,3 +299,35 @@ def test_help(flag, capsys):
         "seed: int | None = None",
     ):
         assert text in out
+
+
+@dataclass(frozen=True)
+class Spec:
+    format: str = "synthetic"
+    path: str | None = None
+
+    def __post_init__(self):
+        if self.format != "synthetic" and not self.path:
+            raise ValueError(f"format {self.format!r} needs a path")
+
+
+@dataclass
+class WithSpec:
+    data: Spec = field(default_factory=Spec)
+    rate: float = 0.5
+
+
+def test_post_init_checks_run_after_all_overrides_so_order_does_not_matter():
+    a = load_config(WithSpec, ["data.format=gsm8k", "data.path=F"])
+    b = load_config(WithSpec, ["data.path=F", "data.format=gsm8k"])
+    assert a == b == WithSpec(Spec("gsm8k", "F"))
+    with pytest.raises(ConfigError, match=r"^data: format 'gsm8k' needs a path$"):
+        load_config(WithSpec, ["data.format=gsm8k"])
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_non_finite_numbers_are_rejected(text):
+    with pytest.raises(ConfigError, match=r"^rate: expected a finite number"):
+        load_config(WithSpec, [f"rate={text}"])
+    with pytest.raises(ConfigError, match=r"^rate: expected a finite number"):
+        config_from_dict(WithSpec, {"rate": float(text)})

@@ -172,3 +172,43 @@ def test_extract_answer_dispatch():
     assert extract_answer("The answer is (b)", "mcq") == "B"
     with pytest.raises(ValueError):
         extract_answer("x", "nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["The answer is 42 or 41", "The answer is 41 or 42.", "The answer is not 42.",
+                                  "The answer is: 42, maybe 41", "The answer is 42 (or 41)"])
+def test_gsm8k_hedged_answers_extract_nothing_unless_lenient(text):
+    assert extract_gsm8k_answer(text) is None
+    assert extract_gsm8k_answer(text, strict=False) in ("42", "41")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The answer is 42. Check: 6*7=42, not 41.", "42"),  # the answer sentence ends at its period
+    ("The answer is 42 (that is 42)", "42"),  # the same value twice is one value
+    ("The answer is: 1,234", "1234"),
+    ("values 1,23 and 7", "7"),  # not a thousands grouping: split at commas
+    ("The answer is 1,23", None),  # ...so the answer names two values
+])
+def test_gsm8k_answer_sentence(text, expected):
+    assert extract_gsm8k_answer(text) == expected
+
+
+def _time(fn, text: str) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(5):  # best of 5: the machine is shared
+        started = time.perf_counter()
+        fn(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: "The answer is " + ",".join(["1"] * (n // 2)),  # one huge comma run after the trigger
+    lambda n: "x " + "1," * (n // 2),  # no trigger: the last-number scan
+    lambda n: "The answer is " + "12," * (n // 3) + "5",
+])
+def test_gsm8k_extraction_is_linear_on_long_comma_digit_strings(make):
+    small, large = _time(extract_gsm8k_answer, make(80_000)), _time(extract_gsm8k_answer, make(160_000))
+    assert large < 2.0  # 48 s at 160 kB when quadratic
+    assert large < 3 * small + 0.25  # doubling the input ~doubles the time (quadratic: 4x, 12 s -> 48 s)

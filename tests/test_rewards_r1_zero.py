@@ -43,7 +43,7 @@ def test_r1_zero_symbolic_answer():
 def test_r1_zero_adversarial_box_is_bounded():
     before = grading_stats()
     resp = "</think> <answer>\\boxed{" + "{" * 5000 + "</answer>"
-    assert r1_zero_reward_fn(resp, "5", timeout_s=2) == FMT
+    assert r1_zero_reward_fn(resp, "5") == FMT
     # The unbalanced box is rejected by extraction, before any grading.
     assert grading_stats().calls == before.calls
 
@@ -52,3 +52,22 @@ def test_r1_zero_answer():
     assert r1_zero_answer("a </think> <answer> 42 </answer>") == "42"
     assert r1_zero_answer("a </think> <answer>\\fbox{3}</answer>") == "3"
     assert r1_zero_answer("no format") is None
+
+
+@pytest.mark.parametrize("answer", ["42, 41", "42 or 41", "41 or 42", "\\boxed{42} \\boxed{41}", "not 42", "42; 41",
+                                    "42 \\text{ or } 41"])
+def test_r1_zero_hedged_answers_earn_nothing_unless_lenient(answer):
+    response = f"</think> <answer>{answer}</answer>"
+    assert r1_zero_reward_fn(response, "42") == FMT
+
+
+def test_r1_zero_lenient_grades_the_last_box_as_upstream():
+    response = "</think> <answer>\\boxed{41} \\boxed{42}</answer>"
+    assert r1_zero_reward_fn(response, "42") == FMT
+    assert r1_zero_reward_fn(response, "42", strict=False) == ONE
+
+
+@pytest.mark.parametrize("answer, gold", [("42", "42"), ("1,234", "1234"), ("\\boxed{42} so \\boxed{42}", "42"), ("(3, 4)", "(3,4)"),
+                                          ("1, 2", "1,2")])
+def test_r1_zero_single_answers_still_count(answer, gold):
+    assert r1_zero_reward_fn(f"</think> <answer>{answer}</answer>", gold) == ONE

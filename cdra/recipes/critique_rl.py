@@ -39,7 +39,20 @@ from cdra.algos.kl import KLKind
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
-from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
+from cdra.recipes.common import (
+    Prepared,
+    RunConfig,
+    check_dataset,
+    check_engine,
+    check_learner,
+    check_model_path,
+    check_positive,
+    check_sampling,
+    check_verifier,
+    load_examples,
+    session_roles,
+    synthetic_spec,
+)
 from cdra.recipes.evaluate import (
     CritiqueEvalConfig,
     EvalReport,
@@ -63,6 +76,7 @@ from cdra.recipes.evaluate import (
 )
 from cdra.recipes.session import Session, resolve_actor
 from cdra.rewards import critique_reward, parse_final_verdict
+from cdra.runtime.cluster import RoleResources
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
 from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
@@ -123,16 +137,23 @@ class CritiqueRLConfig:
     eval: CritiqueEvalConfig = field(default_factory=CritiqueEvalConfig)
 
     def validate(self) -> None:
-        check(self.steps >= 1, "steps must be >= 1")
+        check_positive(self, "steps", "attempts_per_question", "attempt_max_tokens", "num_critic_workers", "num_actor_workers",
+                       "refine_max_tokens", "rollout_batch_size", "num_scorers", "verifier_timeout_s", "cliprange", "epochs")
         check(self.discrimination_only_step >= 0, "discrimination_only_step must be >= 0")
-        check(self.num_critiques >= 2, "num_critiques must be >= 2 (RLOO needs a group)")
-        check(self.attempts_per_question >= 1, "attempts_per_question must be >= 1")
-        check(self.rollout_batch_size >= 1, "rollout_batch_size must be >= 1")
+        check(self.num_critiques >= 2, f"num_critiques must be >= 2 (RLOO needs a group), got {self.num_critiques}")
+        check(self.attempt_temperature >= 0, f"attempt_temperature must be >= 0, got {self.attempt_temperature}")
+        check(self.train_batch_size >= 0, f"train_batch_size must be >= 0 (0: the whole rollout batch), got {self.train_batch_size}")
+        check(self.dis_weight >= 0, f"dis_weight must be >= 0, got {self.dis_weight}")
+        for name in ("critic_engine", "actor_engine"):
+            check_engine(getattr(self, name), name)
+        check_sampling(self.critic_sampling, "critic_sampling")
+        check_learner(self.learner, "learner")
+        check_dataset(self.train_data, "train_data")
+        check_dataset(self.eval_data, "eval_data")
         total = self.rollout_batch_size * self.num_critiques
         check(self.train_batch_size == 0 or total % self.train_batch_size == 0,
               f"train_batch_size must divide rollout_batch_size * num_critiques = {total}")
-        check(self.epochs >= 1, "epochs must be >= 1")
-        check(self.kl_coef >= 0, "kl_coef must be >= 0")
+        check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
         problem = k1_loss_problem(self.kl_coef, self.kl_kind) if self.kl_in == "loss" else None
         check(problem is None, f"{problem}; use kl_in=reward or kl_kind=k2|k3")
 
@@ -266,7 +287,7 @@ def load_or_prepare_prompts(session: Session, actor: Speaker, grade: Grader, con
     path = Path(config.run.output_dir) / "prompts.jsonl"
     if session.step > 0 and path.exists():
         return [CritiquePrompt.from_json(json.loads(line)) for line in path.read_text().splitlines() if line]
-    prompts = prepare_prompts(actor, grade, load_examples(config.train_data, "train_data"), config)
+    prompts = prepare_prompts(actor, grade, session.prepared.data["train_data"], config)
     sampled = len(prompts)
     if config.balance_prompts:
         prompts = balance_by_correctness(prompts, config.run.seed)
@@ -291,23 +312,36 @@ class CritiqueRun:
     grade: Grader
 
 
-def start(config: CritiqueRLConfig) -> CritiqueRun:
+def prepare(config: CritiqueRLConfig) -> Prepared:
+    """Everything checked and loaded before any actor starts."""
+    check_model_path(config.actor_path, "actor_path")
+    check_model_path(config.critic_path, "critic_path")
+    check_verifier(resolve_verifier_name(config.verifier, config.train_data), "verifier")
+    data = {"train_data": load_examples(config.train_data, "train_data"),
+            "eval_data": load_examples(config.eval_data, "eval_data")}
+    roles = session_roles(config.num_critic_workers, config.learner, config.num_scorers, config.kl_coef > 0, gpu=1.0)
+    roles["frozen_actor"] = RoleResources(config.num_actor_workers, 1.0, 1.0)
+    return Prepared(data, roles)
+
+
+def start(config: CritiqueRLConfig, prepared: Prepared | None = None) -> CritiqueRun:
     from transformers import AutoTokenizer
 
+    prepared = prepared or prepare(config)
     actor_path = resolve_actor(config.actor_path)
     session = Session.start(config.run, config, model_path=config.critic_path, zoo_checkpoint="critic",
                             engine=config.critic_engine, num_engines=config.num_critic_workers, learner=config.learner,
                             verifier=resolve_verifier_name(config.verifier, config.train_data), num_scorers=config.num_scorers,
-                            verifier_timeout_s=config.verifier_timeout_s, with_reference=config.kl_coef > 0)
+                            verifier_timeout_s=config.verifier_timeout_s, with_reference=config.kl_coef > 0, prepared=prepared)
     actor_engines = FrozenEngines(actor_path, config.actor_engine, config.num_actor_workers, config.run.placement_strategy)
     actor = Speaker(actor_engines.pool, PromptFormatter(AutoTokenizer.from_pretrained(actor_path), config.prompts))
     critic = Speaker(session.rollouts, PromptFormatter(session.tokenizer, config.prompts))
     return CritiqueRun(session, actor, actor_engines, critic, oracle(session.scorers))
 
 
-def run(config: CritiqueRLConfig) -> dict[str, float]:
+def run(config: CritiqueRLConfig, prepared: Prepared | None = None) -> dict[str, float]:
     """Train; returns the summary (eval before/after, last step's metrics)."""
-    state = start(config)
+    state = start(config, prepared)
     try:
         last = train(state, config)
     finally:
@@ -322,7 +356,7 @@ def train(state: CritiqueRun, config: CritiqueRLConfig) -> EvalReport | None:
     session = state.session
     prompts = load_or_prepare_prompts(session, state.actor, state.grade, config)
     stream = session.prompt_stream(prompts)  # type: ignore[arg-type]  # any record list streams
-    eval_examples = load_examples(config.eval_data, "eval_data")
+    eval_examples = session.prepared.data["eval_data"]
     objective = objective_of(config)
     reports: dict[int, EvalReport] = {}  # by step: every evaluation's per-question records are kept
 

@@ -42,7 +42,16 @@ from cdra.data.chat import CHAT_TEMPLATES, format_chat
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.data.prompts import render_prompt
-from cdra.recipes.common import load_examples, synthetic_spec
+from cdra.recipes.common import (
+    Prepared,
+    check_dataset,
+    check_engine,
+    check_model_path,
+    check_positive,
+    check_verifier,
+    load_examples,
+    synthetic_spec,
+)
 from cdra.rewards import parse_final_verdict
 from cdra.runtime.cluster import Placement, RoleResources, init_ray, on_gpu_cluster
 from cdra.runtime.groups import RolloutPool
@@ -402,23 +411,50 @@ class EvaluateConfig:
     baseline: str = field(default="", metadata={"help": "an earlier evaluation (its output_dir or eval_samples.jsonl), e.g. of the Stage I snapshot: adds gained / lost questions and a sign test over the questions both share"})
 
     def validate(self) -> None:
-        check(self.num_actor_workers >= 1 and self.num_critic_workers >= 1 and self.num_scorers >= 1, "worker counts must be >= 1")
+        check(bool(self.output_dir), "output_dir must not be empty")
+        check_positive(self, "num_actor_workers", "num_critic_workers", "num_scorers", "verifier_timeout_s")
+        check_engine(self.actor_engine, "actor_engine")
+        check_engine(self.critic_engine, "critic_engine")
+        check_dataset(self.data, "data")
 
 
-def run(config: EvaluateConfig) -> dict[str, float]:
+@dataclass
+class EvaluatePlan:
+    """What `run` checked and loaded before starting Ray."""
+
+    prepared: Prepared
+    baseline: dict[str, bool] | None
+
+    def describe(self) -> str:
+        return self.prepared.describe() + (f"\nbaseline: {len(self.baseline)} questions" if self.baseline is not None else "")
+
+
+def prepare(config: EvaluateConfig) -> EvaluatePlan:
+    """Model paths, verifier, data and baseline checked before any actor starts."""
+    check_model_path(config.actor_path, "actor_path")
+    check_model_path(config.critic_path, "critic_path")
+    check_verifier(resolve_verifier_name(config.verifier, config.data), "verifier")
+    baseline = final_correct_by_question(read_eval_samples(config.baseline)) if config.baseline else None
+    examples = load_examples(config.data, "data")
+    if baseline is not None and not baseline.keys() & {e.question for e in examples}:
+        raise ValueError(f"baseline {config.baseline!r} shares no question with data: is it an evaluation of the same dataset?")
+    roles = {"actor": RoleResources(config.num_actor_workers, 1.0, 1.0), "critic": RoleResources(config.num_critic_workers, 1.0, 1.0),
+             "scorer": RoleResources(config.num_scorers, 0.0, 0.0)}
+    return EvaluatePlan(Prepared({"data": examples}, roles), baseline)
+
+
+def run(config: EvaluateConfig, plan: EvaluatePlan | None = None) -> dict[str, float]:
     """Evaluate (actor, critic) on `data`; writes eval.json, eval_samples.jsonl, eval_chart.png."""
     from cdra.recipes.session import resolve_actor, resolve_model
 
+    plan = plan or prepare(config)
     started = time.perf_counter()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     actor_path = resolve_actor(config.actor_path)
     critic_path = resolve_model(config.critic_path, "critic")
-    baseline = final_correct_by_question(read_eval_samples(config.baseline)) if config.baseline else None
-    examples = load_examples(config.data, "data")
-    if baseline is not None and not baseline.keys() & {e.question for e in examples}:
-        raise ValueError(f"baseline {config.baseline!r} shares no question with data: is it an evaluation of the same dataset?")
+    baseline, examples = plan.baseline, plan.prepared.data["data"]
     init_ray(config.ray_address)
     actor, actor_engines = speaker(actor_path, config.actor_engine, config.num_actor_workers, config.prompts)
     critic, critic_engines = speaker(critic_path, config.critic_engine, config.num_critic_workers, config.prompts)
@@ -430,7 +466,8 @@ def run(config: EvaluateConfig) -> dict[str, float]:
         critic_engines.close()
         for a in scorers.actors:
             ray.kill(a)
-    metrics = {**report.metrics, "eval/num_examples": float(len(examples)), "time/elapsed_s": time.perf_counter() - started}
+    metrics = {**report.metrics, **plan.prepared.skipped_metrics(), "eval/num_examples": float(len(examples)),
+               "time/elapsed_s": time.perf_counter() - started}
     if baseline is not None:
         metrics.update(paired_comparison(baseline, final_correct_by_question(report.records)))
     (out / "eval.json").write_text(json.dumps({"actor": actor_path, "critic": critic_path, "metrics": metrics}, indent=2, sort_keys=True))

@@ -14,10 +14,23 @@ import zlib
 from dataclasses import dataclass, field
 
 from cdra.algos.experience import Sample
-from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
-from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
+from cdra.recipes.common import (
+    Prepared,
+    RunConfig,
+    check_dataset,
+    check_engine,
+    check_learner,
+    check_model_path,
+    check_positive,
+    check_sampling,
+    check_template,
+    check_verifier,
+    load_examples,
+    session_roles,
+    synthetic_spec,
+)
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
@@ -54,11 +67,14 @@ class ExpertIterationConfig:
     sft_batch_size: int = field(default=64, metadata={"help": "kept samples per optimizer step"})
 
     def validate(self) -> None:
-        check(self.steps >= 1, "steps must be >= 1")
-        check(self.questions_per_step >= 1, "questions_per_step must be >= 1")
-        check(self.samples_per_question >= 1, "samples_per_question must be >= 1")
-        check(self.sft_epochs >= 1, "sft_epochs must be >= 1")
-        check(self.sft_batch_size >= 1, "sft_batch_size must be >= 1")
+        check_positive(self, "steps", "questions_per_step", "samples_per_question", "sft_epochs", "sft_batch_size",
+                       "num_scorers", "num_rollout_workers", "verifier_timeout_s")
+        check_template(self.prompt_template, "prompt_template")
+        check_engine(self.rollout, "rollout")
+        check_sampling(self.sampling, "sampling")
+        check_learner(self.learner, "learner")
+        check_dataset(self.train_data, "train_data")
+        check_dataset(self.eval_data, "eval_data")
 
 
 def to_samples(examples: list[TaskExample], groups: list[list[Completion]], results: list[ScoreResult],
@@ -85,13 +101,23 @@ def sft_optimizer_steps(num_kept: int, batch_size: int, num_ranks: int) -> int:
     return max(1, min(math.ceil(num_kept / batch_size), math.ceil(num_kept / num_ranks)))
 
 
-def run(config: ExpertIterationConfig) -> dict[str, float]:
+def prepare(config: ExpertIterationConfig) -> Prepared:
+    """Everything checked and loaded before any actor starts."""
+    check_model_path(config.model_path, "model_path")
+    check_verifier(config.verifier, "verifier")
+    data = {"train_data": load_examples(config.train_data, "train_data"),
+            "eval_data": load_examples(config.eval_data, "eval_data")}
+    return Prepared(data, session_roles(config.num_rollout_workers, config.learner, config.num_scorers, False, gpu=1.0))
+
+
+def run(config: ExpertIterationConfig, prepared: Prepared | None = None) -> dict[str, float]:
     """Train; returns the final metrics (incl. eval before/after)."""
-    train_examples = load_examples(config.train_data, "train_data")
-    evaluation = load_examples(config.eval_data, "eval_data")
+    prepared = prepared or prepare(config)
+    train_examples, evaluation = prepared.data["train_data"], prepared.data["eval_data"]
     session = Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1",
                             engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
-                            verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s)
+                            verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
+                            prepared=prepared)
     train = session.prompt_stream(train_examples)
     objective = Objective(kind="sft", epochs=config.sft_epochs)
     evaluate = lambda: session.evaluate(evaluation, config.prompt_template, config.sampling)  # noqa: E731

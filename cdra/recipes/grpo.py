@@ -20,7 +20,21 @@ from cdra.algos import group_normalize
 from cdra.algos.experience import Sample
 from cdra.config import check
 from cdra.data.loaders import DatasetSpec
-from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
+from cdra.recipes.common import (
+    Prepared,
+    RunConfig,
+    check_dataset,
+    check_engine,
+    check_learner,
+    check_model_path,
+    check_positive,
+    check_sampling,
+    check_template,
+    check_verifier,
+    load_examples,
+    session_roles,
+    synthetic_spec,
+)
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
@@ -67,11 +81,21 @@ class GRPOConfig:
     async_is_cap: float = 2.0
 
     def validate(self) -> None:
+        check_positive(self, "steps", "num_rollout_workers", "num_scorers", "rollout_batch_size", "train_batch_size",
+                       "epochs", "cliprange", "verifier_timeout_s", "async_is_cap")
+        check(self.group_size >= 2, f"group_size must be >= 2 (advantages are relative to the group), got {self.group_size}")
         check(self.rollout_batch_size % self.group_size == 0, "rollout_batch_size must be a multiple of group_size")
         check(self.rollout_batch_size % self.train_batch_size == 0, "rollout_batch_size must be a multiple of train_batch_size")
-        check(self.group_size >= 2, "group_size must be >= 2 (advantages are relative to the group)")
-        check(self.steps >= 1, "steps must be >= 1")
         check(self.eval_samples >= 0, "eval_samples must be >= 0")
+        check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
+        check(self.advantage_eps >= 0, f"advantage_eps must be >= 0, got {self.advantage_eps}")
+        check(self.max_staleness >= 0, f"max_staleness must be >= 0, got {self.max_staleness}")
+        check_template(self.prompt_template, "prompt_template")
+        check_engine(self.rollout, "rollout")
+        check_sampling(self.sampling, "sampling")
+        check_learner(self.learner, "learner")
+        check_dataset(self.train_data, "train_data")
+        check_dataset(self.eval_data, "eval_data")
         check(self.mode == "sync" or self.max_staleness >= 1, "async mode needs max_staleness >= 1")
         problem = k1_loss_problem(self.kl_coef, self.kl_kind)
         check(problem is None, f"{problem}; use kl_kind=k2 or k3")
@@ -88,35 +112,48 @@ def objective_of(config: GRPOConfig) -> Objective:
     )
 
 
-def run(config: GRPOConfig) -> dict[str, float]:
+def prepare(config: GRPOConfig) -> Prepared:
+    """Everything checked and loaded before any actor starts."""
+    check_model_path(config.model_path, "model_path")
+    check_verifier(config.verifier, "verifier")
+    data = {"train_data": load_examples(config.train_data, "train_data"),
+            "eval_data": load_examples(config.eval_data, "eval_data")}
+    roles = session_roles(config.num_rollout_workers, config.learner, config.num_scorers, config.kl_coef > 0, gpu=1.0)
+    return Prepared(data, roles)
+
+
+def run(config: GRPOConfig, prepared: Prepared | None = None) -> dict[str, float]:
     """Train; returns the final metrics (incl. eval before/after)."""
-    session = start_session(config)
+    session = start_session(config, prepared)
     train(session, config)
     return session.close()
 
 
-def start_session(config: GRPOConfig) -> Session:
+def start_session(config: GRPOConfig, prepared: Prepared | None = None) -> Session:
     return Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1",
                          engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
                          verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
                          with_reference=config.kl_coef > 0,
                          replay_mode="off_policy" if config.mode == "async" else "on_policy",
-                         max_staleness=config.max_staleness if config.mode == "async" else 0)
+                         max_staleness=config.max_staleness if config.mode == "async" else 0,
+                         prepared=prepared or prepare(config))
 
 
 def train(session: Session, config: GRPOConfig) -> None:
     """The GRPO loop on a started session."""
-    stream = session.prompt_stream(load_examples(config.train_data, "train_data"))
-    evaluation = load_examples(config.eval_data, "eval_data")
+    stream = session.prompt_stream(session.prepared.data["train_data"])
+    evaluation = session.prepared.data["eval_data"]
     objective = objective_of(config)
     prompts_per_step = config.rollout_batch_size // config.group_size
     optimizer_steps = config.rollout_batch_size // config.train_batch_size
     in_flight: list[tuple[dict, list, int]] = []
+    next_batch = [session.step]  # the step the next submitted batch is for: its seed, the same after a resume
 
     def submit_next() -> None:
         examples = stream.next(prompts_per_step)
         ids = [session.encode(session.prompt(config.prompt_template, e)) for e in examples]
-        sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + (session.step + len(in_flight)) * 10_007)
+        sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + next_batch[0] * 10_007)
+        next_batch[0] += 1
         in_flight.append((session.rollouts.submit(ids, sampling, config.group_size), examples, session.version))
 
     def evaluate() -> dict[str, float]:
@@ -143,6 +180,7 @@ def train(session: Session, config: GRPOConfig) -> None:
             "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
         })
         metrics.update(session.learn(samples, objective, optimizer_steps))
+        session.uncollected_prompts = prompts_per_step * len(in_flight)  # a checkpoint now must not skip them
         session.finish_step(metrics, evaluation=evaluate)
 
 

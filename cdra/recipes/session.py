@@ -22,8 +22,18 @@ from cdra.algos.experience import Sample
 from cdra.config import save_config, to_dict
 from cdra.data.example import TaskExample
 from cdra.data.prompts import render_prompt
-from cdra.recipes.common import PromptStream, RunConfig, checkpoint_dir, latest_checkpoint, write_driver_state
-from cdra.runtime.cluster import Placement, RoleResources, init_ray, on_gpu_cluster
+from cdra.recipes.common import (
+    Prepared,
+    PromptStream,
+    RunConfig,
+    checkpoint_dir,
+    latest_checkpoint,
+    rng_states,
+    session_roles,
+    set_rng_states,
+    write_driver_state,
+)
+from cdra.runtime.cluster import Placement, init_ray, on_gpu_cluster
 from cdra.runtime.groups import LearnerGroup, RolloutPool, WeightSync
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
@@ -66,9 +76,13 @@ class Session:
     def start(cls, run: RunConfig, config: Any, *, model_path: str, zoo_checkpoint: str, engine: EngineConfig,
               num_engines: int, learner: LearnerConfig, verifier: str, num_scorers: int = 2,
               verifier_timeout_s: float = 10.0, with_reference: bool = False, replay_mode: str = "on_policy",
-              max_staleness: int = 0) -> Session:
+              max_staleness: int = 0, prepared: Prepared | None = None) -> Session:
+        """`prepared`: the job's checked data and planned actors (from its `prepare`); its
+        skipped-row counts go into every step's metrics and the summary."""
         self = object.__new__(cls)
         self.run = run
+        self.prepared = prepared
+        self.data_metrics = prepared.skipped_metrics() if prepared is not None else {}
         self.started = time.perf_counter()
         self.model_path = resolve_model(model_path, zoo_checkpoint)
         Path(run.output_dir).mkdir(parents=True, exist_ok=True)
@@ -80,13 +94,7 @@ class Session:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.eos_id = self.tokenizer.eos_token_id
         gpu = 1.0 if on_gpu_cluster() else 0.0
-        roles = {
-            "rollout": RoleResources(num_engines, 1.0, engine.gpus_per_engine(gpu > 0)),
-            "learner": RoleResources(learner.num_ranks, learner.num_cpus_per_rank, gpu),
-            "scorer": RoleResources(num_scorers, 0.0, 0.0),
-        }
-        if with_reference:
-            roles["reference"] = RoleResources(1, 0.0, 0.0)
+        roles = session_roles(num_engines, learner, num_scorers, with_reference, gpu=gpu, engine_gpus=engine.gpus_per_engine(gpu > 0))
         self.placement = Placement(roles, strategy=run.placement_strategy)
         opts = lambda role: [self.placement.options(role, i) for i in range(roles[role].count)]  # noqa: E731
         self.rollouts = RolloutPool(dataclasses.replace(engine, model_path=self.model_path), num_engines, opts("rollout"))
@@ -100,6 +108,7 @@ class Session:
         self.step = 0
         self.version = 0
         self.stream: PromptStream | None = None
+        self.uncollected_prompts = 0  # drawn from the stream for steps not collected yet (async)
         self.final_metrics: dict[str, float] = {}
         self.first_eval: dict[str, float] = {}
         resumed = self._maybe_resume()
@@ -192,6 +201,7 @@ class Session:
         if evaluated:
             metrics.update(evaluation())
         metrics["time/elapsed_s"] = time.perf_counter() - self.started
+        metrics.update(self.data_metrics)
         if self.stream is not None:  # past 1.0 the run revisits prompts: train metrics then partly measure memory
             metrics["data/epoch"] = self.stream.epoch
         scorer_stats = self.scorers.stats()
@@ -201,7 +211,7 @@ class Session:
         tqdm.write(self.tracker.summary_line(self.step, metrics))
         self.final_metrics.update(metrics)
         every = self.run.checkpoint_every
-        if (every and self.step % every == 0) or self.step == self.run.stop_after:
+        if (every and self.step % every == 0) or last:  # always at the end: a finished or stopped run can resume
             self.checkpoint()
         return evaluated
 
@@ -212,11 +222,16 @@ class Session:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> None:
+        """Learner (weights, optimizer, scheduler: DeepSpeed's checkpoint) and driver state: step,
+        version, the data cursor counted at collection (prompts drawn for a step still in flight
+        are drawn again after a resume), RNG states, replay state, the first evaluation."""
         tag = f"step-{self.step}"
         directory = str(checkpoint_dir(self.run.output_dir))
         self.learners.save_checkpoint(directory, tag, {"version": self.version, "step": self.step})
-        state = {"step": self.step, "version": self.version, "cursor": self.stream.cursor if self.stream else 0,
-                 "replay": ray.get(self.replay.state_dict.remote()), "first_eval": self.first_eval}
+        cursor = (self.stream.cursor - self.uncollected_prompts) if self.stream else 0
+        state = {"step": self.step, "version": self.version, "cursor": cursor, "rng": rng_states(),
+                 "replay": ray.get(self.replay.state_dict.remote()), "first_eval": self.first_eval,
+                 "learner_checksum": self.learners.call_all("state_checksum")[0]}
         (Path(directory) / f"{tag}.driver.pkl").write_bytes(pickle.dumps(state))
         write_driver_state(self.run.output_dir, tag, {"step": self.step, "version": self.version})
 
@@ -234,6 +249,11 @@ class Session:
         self.learners.load_checkpoint(str(directory), tag)
         self.step, self.version, self._resume_cursor = state["step"], state["version"], state["cursor"]
         self.first_eval = state.get("first_eval", {})
+        if "rng" in state:
+            set_rng_states(state["rng"])
+        # the summary shows both: equal (bit for bit) when the learner really loaded the checkpoint
+        self.final_metrics["resume/saved_checksum"] = float(state.get("learner_checksum", float("nan")))
+        self.final_metrics["resume/loaded_checksum"] = float(self.learners.call_all("state_checksum")[0])
         ray.get(self.replay.load_state_dict.remote(state["replay"]))
         self.sync.push(self.version)  # engines start from the base model: bring them up to date
         print(f"[cdra] resumed from {tag}: step {self.step}, policy version {self.version}")

@@ -30,7 +30,20 @@ from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.data.prompts import PROMPTS, get_prompt, render_prompt
 from cdra.data.synthetic import ArithmeticProblem, format_r1_solution, make_problems
-from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
+from cdra.recipes.common import (
+    Prepared,
+    RunConfig,
+    check_dataset,
+    check_engine,
+    check_learner,
+    check_model_path,
+    check_positive,
+    check_sampling,
+    check_verifier,
+    load_examples,
+    session_roles,
+    synthetic_spec,
+)
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
@@ -69,9 +82,26 @@ class SFTConfig:
         check(self.batch_size >= 1, "batch_size must be >= 1")
         check(self.max_seq_len >= 2, "max_seq_len must be >= 2")
         check(self.num_rollout_workers >= 1, "num_rollout_workers must be >= 1 (the evaluation engines)")
+        check_positive(self, "num_scorers", "verifier_timeout_s")
         check(self.prompt_template in PROMPTS, f"unknown prompt_template {self.prompt_template!r}; valid: {sorted(PROMPTS)}")
         check(self.train_data.format != "table" or self.train_data.solution_key is not None,
               "train_data: a table needs solution_key naming the response column")
+        check_engine(self.rollout, "rollout")
+        check_sampling(self.sampling, "sampling")
+        check_learner(self.learner, "learner")
+        check_dataset(self.train_data, "train_data")
+        check_dataset(self.eval_data, "eval_data")
+
+
+def prepare(config: SFTConfig) -> Prepared:
+    """Model path, data and verifier checked before any actor starts (`run` reloads the data)."""
+    check_model_path(config.model_path, "model_path")
+    train = load_examples(config.train_data, "train_data")
+    training_pairs(config.train_data, train, config.prompt_template, config.response_format)
+    evaluation = load_examples(config.eval_data, "eval_data") if config.evaluate else []
+    check_verifier(eval_verifier(config, evaluation), "verifier")
+    data = {"train_data": train, **({"eval_data": evaluation} if config.evaluate else {})}
+    return Prepared(data, session_roles(config.num_rollout_workers, config.learner, config.num_scorers, False, gpu=1.0))
 
 
 # ----------------------------------------------------------------------------- training targets

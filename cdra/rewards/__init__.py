@@ -27,7 +27,6 @@ from cdra.rewards.grading import (
     grading_stats,
     normalize_number,
     reset_grading_stats,
-    shutdown_grader,
 )
 from cdra.rewards.prm import mean_yes_probability, parse_prm_score, yes_probability
 from cdra.rewards.r1_zero import r1_zero_answer, r1_zero_reward_fn
@@ -68,7 +67,6 @@ __all__ = [
     "remove_boxed",
     "reset_grading_stats",
     "scale_group_rewards",
-    "shutdown_grader",
     "split_steps",
     "sr_r1_advantages",
     "sr_r1_format_reward",

@@ -169,23 +169,38 @@ def normalize_number(s: str | None) -> str | None:
     return "-" + out if sign == "-" and out != "0" else out
 
 
-# A number: optional minus (not right after a word char / dot, so "3-5" gives 3 and 5),
-# thousands-grouped or plain digits, optional decimals; or ".5". Not inside words ("x2").
-_NUM_RE = re.compile(
-    r"(?<![\w.])(?:-(?=[\d.]))?"
-    r"(?:(?:\d{1,3}(?:,\d{3})+(?!\d|,\d)|\d+)(?:\.\d+)?|\.\d+)"
-)
+# A run of digits and commas (starting and ending with a digit) with optional decimals, or ".5";
+# an optional minus (not right after a word char / dot, so "3-5" gives 3 and 5); not inside
+# words ("x2"). Runs never overlap, so finditer is linear even on a 160 kB "1,2,3,...": the
+# split into numbers happens per run (`_run_numbers`), with no backtracking regex.
+_RUN_RE = re.compile(r"(?<![\w.])(?:-(?=[\d.]))?(?:\d(?:[\d,]*\d)?(?:\.\d+)?|\.\d+)")
+_GROUPED_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# where the answer sentence after the trigger ends, and words that hedge or negate it
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|\n")
+_HEDGE_RE = re.compile(r"\b(?:not|isn't|never|neither|nor|except|instead of|rather than)\b", re.IGNORECASE)
 
 
-def _clean_number(tok: str) -> str:
-    return tok.replace(",", "")
+def _run_numbers(run: str) -> list[str]:
+    """The numbers of one run: a proper thousands grouping is one number ("1,234.5" -> 1234.5),
+    anything else splits at its commas ("1,23" -> 1 and 23; the sign stays on the first)."""
+    if "," not in run or _GROUPED_RE.fullmatch(run):
+        return [run.replace(",", "")]
+    return [piece for piece in run.split(",") if piece]
 
 
-def extract_gsm8k_answer(text: str | None) -> str | None:
+def _numbers(text: str, start: int = 0, end: int | None = None) -> list[str]:
+    end = len(text) if end is None else end
+    return [n for m in _RUN_RE.finditer(text, start, end) for n in _run_numbers(m.group(0))]
+
+
+def extract_gsm8k_answer(text: str | None, strict: bool = True) -> str | None:
     """First number after the last "The answer is" (case-insensitive); else the last number.
 
     Commas inside numbers are removed ("1,234" -> "1234"); negatives and decimals are kept as
-    written ("-3.5"); a sentence-final period is not part of the number.
+    written ("-3.5"); a sentence-final period is not part of the number. ``strict`` (default):
+    an answer sentence after the trigger that names two different values ("42 or 41") or
+    hedges ("not 42") gives None, so a hedged answer earns nothing; ``strict=False`` takes its
+    first number as upstream does. Linear time in ``len(text)``.
     """
     if not text:
         return None
@@ -193,11 +208,21 @@ def extract_gsm8k_answer(text: str | None) -> str | None:
     for m in _TRIGGER_RE.finditer(text):
         last = m
     if last is not None:
-        m = _NUM_RE.search(text, last.end())
+        begin = last.end()
+        while begin < len(text) and text[begin] in " \t\n:":
+            begin += 1
+        stop = _SENTENCE_END_RE.search(text, begin)
+        sentence_end = stop.start() if stop else len(text)
+        in_sentence = _numbers(text, begin, sentence_end)
+        if in_sentence:
+            if strict and (len({normalize_number(n) for n in in_sentence}) > 1 or _HEDGE_RE.search(text, begin, sentence_end)):
+                return None
+            return in_sentence[0]
+        m = _RUN_RE.search(text, begin)
         if m:
-            return _clean_number(m.group(0))
-    nums = _NUM_RE.findall(text)
-    return _clean_number(nums[-1]) if nums else None
+            return _run_numbers(m.group(0))[0]
+    nums = _numbers(text)
+    return nums[-1] if nums else None
 
 
 # ---------------------------------------------------------------------- letters

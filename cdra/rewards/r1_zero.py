@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cdra.rewards.extraction import last_boxed_only_string, remove_boxed
 from cdra.rewards.grading import grade_answer
+from cdra.rewards.hedging import names_several_values
 
 __all__ = ["r1_zero_reward_fn", "r1_zero_answer", "R1_ZERO_FORMAT_MARKER"]
 
@@ -27,21 +28,25 @@ def r1_zero_reward_fn(
     response: str,
     ground_truth: str | int | float | list,
     fast: bool = False,
-    timeout_s: float = 5.0,
+    strict: bool = True,
 ) -> dict[str, float]:
     """``{format_reward, answer_reward, reward}`` for one response.
 
     Format holds iff the response contains ``"</think> <answer>"`` (exactly one space) and
     ``"</answer>"``; otherwise all three are 0. The answer (see `r1_zero_answer`) is graded
     with `grade_answer` against the ground truth (any of a list). ``reward == answer_reward``:
-    the format alone earns nothing. ``fast=True`` skips math-verify.
+    the format alone earns nothing. ``strict`` (default): an answer that names several values
+    ("42, 41", two different boxes, "not 42"; `names_several_values`) earns 0 whatever the
+    gold. ``fast=True`` skips math-verify.
     """
     if R1_ZERO_FORMAT_MARKER not in response or "</answer>" not in response:
         return dict(_ZERO)
     answer = r1_zero_answer(response)
     golds = ground_truth if isinstance(ground_truth, (list, tuple)) else [ground_truth]
-    correct = answer is not None and any(
-        grade_answer(answer, str(g), timeout_s=timeout_s, fast=fast) for g in golds
-    )
+    if strict and answer is not None:
+        written = response.rsplit("<answer>", 1)[1].split("</answer>", 1)[0]
+        if any(names_several_values(written, str(g)) for g in golds):
+            answer = None
+    correct = answer is not None and any(grade_answer(answer, str(g), fast=fast) for g in golds)
     a = 1.0 if correct else 0.0
     return {"format_reward": 1.0, "answer_reward": a, "reward": a}

@@ -12,8 +12,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -44,6 +45,7 @@ class LearnerConfig:
     warmup_steps: int = 0
     total_steps: int = 0
     min_lr_ratio: float = 0.1
+    nonfinite: Literal["raise", "skip"] = field(default="raise", metadata={"help": "a non-finite loss: raise (stop the run before the update) or skip that micro-batch and count it (learner/nonfinite_skipped); a non-finite gradient or weight always raises"})
 
     def validate(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
@@ -133,35 +135,79 @@ class LearnerWorker:
         if objective.needs_old_logprobs:
             batch["old_logprobs"] = self._old_logprobs(batch, objective)
         totals: dict[str, float] = {}
-        tokens = 0
+        tokens = skipped = 0
+        # the shuffle is a function of the optimizer step count, which a DeepSpeed checkpoint
+        # restores: a resumed run shuffles as the uninterrupted one did
+        shuffle_rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.rank * 7_919 + self.engine.global_steps)
         for _ in range(objective.epochs):
-            order = torch.randperm(len(samples)) if objective.shuffle else torch.arange(len(samples))
+            order = torch.randperm(len(samples), generator=shuffle_rng) if objective.shuffle else torch.arange(len(samples))
             shuffled = {k: v[order] for k, v in batch.items()}
             for step_rows in torch.tensor_split(torch.arange(len(samples)), optimizer_steps):
                 if len(step_rows) == 0:
                     continue
                 part = {k: v[step_rows] for k, v in shuffled.items()}
                 micro = split_microbatches(part, self.config.micro_batch_size)
+                step_number = self.engine.global_steps + 1
+                bad = 0  # micro-batches of this step with a non-finite loss
                 for mb in micro:
                     mb = {k: v.to(self.device) for k, v in mb.items()}
                     loss, metrics = objectives.compute_loss(self.engine, mb, objective)
+                    if not torch.isfinite(loss.detach()).all():
+                        # backward a zero that reaches every weight instead: the ZeRO hooks and
+                        # collectives of every rank stay in line, and nothing non-finite is reduced
+                        bad += 1
+                        loss = _zero_loss(self.engine.module)
+                    else:
+                        for k, v in metrics.items():
+                            totals[k] = totals.get(k, 0.0) + v * mb["input_ids"].shape[0]
                     # each micro-batch weighs by its share of the step's rows
                     self.engine.backward(loss * (mb["input_ids"].shape[0] / len(step_rows)), scale_wrt_gas=False)
                     tokens += int(mb["attention_mask"].sum())
-                    for k, v in metrics.items():
-                        totals[k] = totals.get(k, 0.0) + v * mb["input_ids"].shape[0]
+                bad_anywhere = self._sum_over_ranks(bad)
+                skipped += bad
+                if bad_anywhere and self.config.nonfinite == "raise":
+                    raise FloatingPointError(
+                        f"learner rank {self.rank}: non-finite loss at optimizer step {step_number} ({bad_anywhere} micro-batch(es) "
+                        f"over all ranks); stopped before that update, no weights changed. Lower learner.lr, or set "
+                        f"learner.nonfinite=skip to skip such micro-batches")
                 # ZeRO 0/1 report no global norm: read it off the (already reduced) grads before
                 # step() clears them; ZeRO 2/3 keep grads in partitions and report it themselves
                 local_norm = _local_grad_norm(self.engine.module) if self.config.zero_stage < 2 else float("nan")
                 self.engine.step()
                 norm = self.engine.get_global_grad_norm()
                 norm = local_norm if norm is None else float(norm)
+                self._check_finite_update(step_number, norm)
                 totals["grad_norm"] = totals.get("grad_norm", 0.0) + norm * len(samples) / optimizer_steps
         n = len(samples) * objective.epochs
         out = {k: v / n for k, v in totals.items()}
+        out["nonfinite_skipped"] = float(skipped)
         elapsed = time.perf_counter() - started
         out.update(tokens=float(tokens), seconds=elapsed, tokens_per_s=tokens / max(elapsed, 1e-9))
         return out
+
+    def _sum_over_ranks(self, count: int) -> int:
+        if self.config.num_ranks == 1:
+            return count
+        import torch.distributed as dist
+
+        total = torch.tensor([count], dtype=torch.int64, device=self.device)
+        dist.all_reduce(total)
+        return int(total.item())
+
+    def _check_finite_update(self, step_number: int, grad_norm: float) -> None:
+        """A non-finite gradient (finite loss, e.g. an overflow) or an update that left a weight
+        non-finite (lr=1e30) stops the run here, before any checkpoint or final model holds it."""
+        if math.isnan(grad_norm) and self.config.zero_stage >= 2:  # ZeRO 2/3 report nan only for a bad gradient
+            problem = "non-finite gradient"
+        elif math.isinf(grad_norm):
+            problem = "non-finite gradient"
+        else:
+            params = [getattr(p, "ds_tensor", p) for p in self.engine.module.parameters()]
+            problem = "" if all(bool(torch.isfinite(p.detach()).all()) for p in params) else "non-finite weights after the update"
+        if self._sum_over_ranks(int(bool(problem))):
+            raise FloatingPointError(
+                f"learner rank {self.rank}: {problem or 'a non-finite update on another rank'} at optimizer step {step_number} "
+                f"(grad norm {grad_norm}); the run stops and saves no model. Lower learner.lr or check the data")
 
     def _old_logprobs(self, batch: dict[str, torch.Tensor], objective: objectives.Objective) -> torch.Tensor:
         if objective.old_logprobs_source == "learner" or objective.is_cap is not None:
@@ -277,6 +323,11 @@ class LearnerWorker:
         model.load_state_dict(named, strict=False)
         model.save_pretrained(directory, safe_serialization=True)
         AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
+
+
+def _zero_loss(module: torch.nn.Module) -> torch.Tensor:
+    """0, as a function of every trainable weight (so every gradient hook fires with zeros)."""
+    return sum((p.sum() * 0.0 for p in module.parameters() if p.requires_grad), torch.zeros(()))
 
 
 def _local_grad_norm(module: torch.nn.Module) -> float:

@@ -1,7 +1,8 @@
 """Scorers: one interface, `score(items) -> list[ScoreResult]`, several backends.
 
-- `RuleScorer` actors run a verifier function (from `cdra.rewards` or `module:function`) with a
-  per-call time limit; a call that raises or overruns scores 0 and is counted, never crashes.
+- `RuleScorer` actors run a verifier function (from `cdra.rewards` or `module:function`) in a
+  worker process with one per-call time limit; a call that raises or overruns scores 0 and is
+  counted (`errors`, `timeouts`), never crashes.
 - `JudgeScorer` asks a generative judge (its own vLLM engine, a `RolloutPool`) and parses its
   text into scores; critic, PRM and self-judge recipes build on it.
 `ScorerPool` spreads items over several rule actors and keeps the input order.
@@ -39,18 +40,35 @@ class ScoreResult:
 
 
 def _builtin_verifiers() -> dict[str, VerifierFn]:
-    from cdra.rewards.extraction import extract_answer
+    """Strict graders (a hedged answer naming several values scores 0) and, as `NAME_lenient`,
+    the upstream behaviour that takes the first or last candidate."""
+    from cdra.rewards.extraction import extract_answer, extract_gsm8k_answer
     from cdra.rewards.grading import grade_answer
+    from cdra.rewards.hedging import all_boxed_contents, names_several_values
     from cdra.rewards.r1_zero import r1_zero_reward_fn
 
-    def by_kind(kind: str) -> VerifierFn:
+    def by_kind(kind: str, strict: bool) -> VerifierFn:
         def verify(response: str, truth: str) -> dict[str, float]:
-            predicted = extract_answer(response, kind)
-            correct = predicted is not None and grade_answer(predicted, truth)
+            predicted = extract_gsm8k_answer(response, strict) if kind == "gsm8k" else extract_answer(response, kind)
+            hedged = strict and kind == "math" and predicted is not None and _math_hedged(response, truth)
+            correct = predicted is not None and not hedged and grade_answer(predicted, truth)
             return {"reward": float(correct), "answer_reward": float(correct), "format_reward": float(predicted is not None)}
         return verify
 
-    return {"r1_zero": r1_zero_reward_fn, "gsm8k": by_kind("gsm8k"), "math": by_kind("math"), "mcq": by_kind("mcq"), "aqua": by_kind("aqua")}
+    def _math_hedged(response: str, truth: str) -> bool:
+        # the answer region only (the boxes, else the extracted line): the reasoning may say "not"
+        boxes = all_boxed_contents(response)
+        return names_several_values(" ".join(f"\\boxed{{{b}}}" for b in boxes) if boxes else extract_answer(response, "math"), truth)
+
+    def r1_zero(strict: bool) -> VerifierFn:
+        return lambda response, truth: r1_zero_reward_fn(response, truth, strict=strict)
+
+    out: dict[str, VerifierFn] = {}
+    for strict, suffix in ((True, ""), (False, "_lenient")):
+        out[f"r1_zero{suffix}"] = r1_zero(strict)
+        for kind in ("gsm8k", "math", "mcq", "aqua"):
+            out[f"{kind}{suffix}"] = by_kind(kind, strict)
+    return out
 
 
 def resolve_verifier(name: str) -> VerifierFn:
@@ -70,40 +88,83 @@ def resolve_verifier(name: str) -> VerifierFn:
     return fn
 
 
+_worker_verifiers: dict[str, VerifierFn] = {}
+
+
+def _load_in_worker(name: str) -> None:
+    """Worker-process initializer: import the verifier (and math-verify) before any timed call."""
+    _worker_verifiers[name] = resolve_verifier(name)
+    try:
+        from cdra.rewards.grading import grade_answer
+
+        grade_answer("\\frac{1}{2}", "0.5")  # warms math-verify's parser outside any call's time limit
+    except Exception:  # noqa: BLE001 - a broken grader shows up (and is counted) on the first real call
+        pass
+
+
+def _verify_in_worker(name: str, response: str, truth: str) -> tuple[dict[str, float], int]:
+    """One verifier call in a pool worker: its details and the grading errors it swallowed."""
+    from cdra.rewards.grading import grading_stats
+
+    before = grading_stats().errors
+    details = _worker_verifiers[name](response, truth)
+    return details, grading_stats().errors - before
+
+
+def score_result(details: Any) -> ScoreResult:
+    """A verifier's return value as a ScoreResult; a missing or non-finite reward is an error."""
+    score = float(details["reward"])
+    if not math.isfinite(score):
+        raise ValueError(f"non-finite reward {score}")
+    return ScoreResult(score, {k: float(v) for k, v in details.items()})
+
+
 class RuleScorer:
-    """Ray actor body: runs one verifier under a time limit per call."""
+    """Ray actor body: runs one verifier in a worker process, one time limit per call.
+
+    `pebble.ProcessPool` kills and replaces a worker whose call overruns `timeout_s`, so a
+    verifier that hangs (in Python or in C) costs one call, never the scorer. Every failure
+    scores 0 and is counted: a call that raises or returns a bad reward (`errors`, also
+    math-verify errors the graders swallowed), a call past the limit (`timeouts`).
+    """
 
     def __init__(self, verifier: str, timeout_s: float = 10.0) -> None:
+        import multiprocessing
+
+        import pebble
+
         self.verifier_name = verifier
-        self.verify = resolve_verifier(verifier)
+        resolve_verifier(verifier)  # a bad name fails here, not in the worker
         self.timeout_s = timeout_s
         self.counts = {"calls": 0, "errors": 0, "timeouts": 0}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        # fork: a spawned worker would re-run the Ray worker's __main__
+        self._pool = pebble.ProcessPool(max_workers=1, initializer=_load_in_worker, initargs=(verifier,),
+                                        context=multiprocessing.get_context("fork"))
 
     def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
-        return [self._score_one(item) for item in items]
+        futures = [self._pool.schedule(_verify_in_worker, args=(self.verifier_name, it.response, it.ground_truth),
+                                       timeout=self.timeout_s) for it in items]
+        return [self._collect(f) for f in futures]
 
-    def _score_one(self, item: ScoreItem) -> ScoreResult:
+    def _collect(self, future: concurrent.futures.Future) -> ScoreResult:
         self.counts["calls"] += 1
-        future = self._pool.submit(self.verify, item.response, item.ground_truth)
         try:
-            details = future.result(timeout=self.timeout_s)
-            score = float(details["reward"])
-            if not math.isfinite(score):
-                raise ValueError(f"non-finite reward {score}")
-            return ScoreResult(score, {k: float(v) for k, v in details.items()})
+            details, grading_errors = future.result()
+            self.counts["errors"] += grading_errors
+            return score_result(details)
         except concurrent.futures.TimeoutError:
             self.counts["timeouts"] += 1
-            # the hung call keeps its thread; a fresh pool serves the next items
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
             return ScoreResult(0.0, error=f"verifier {self.verifier_name} timed out after {self.timeout_s}s")
-        except Exception as e:  # a broken verifier must not end the run: score 0, count it
+        except Exception as e:  # noqa: BLE001 - a broken verifier must not end the run: score 0, count it
             self.counts["errors"] += 1
             return ScoreResult(0.0, error=f"verifier {self.verifier_name} raised {type(e).__name__}: {e}")
 
     def stats(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join()
 
 
 class ScorerPool:
