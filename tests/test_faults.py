@@ -48,26 +48,25 @@ def _config(model: str, out, *extra: str) -> grpo.GRPOConfig:
     ])
 
 
-def _actor_pids(class_name: str) -> list[int]:
-    from ray.util.state import list_actors
+def _pid(actor) -> int:
+    """The process id of a Ray actor (once it is up), from Ray's state API."""
+    from ray.util.state import get_actor
 
-    alive = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
-    return sorted(a.pid for a in alive)
+    ray.get(actor.__ray_ready__.remote())
+    return get_actor(actor._actor_id.hex(), address=ray.get_runtime_context().gcs_address).pid
 
 
-def _kill_when_running(session, pid: int, task_name: str, after_step: int, killed: dict) -> threading.Event:
+def _kill_when_running(session, pid: int, task_name: str, after_step: int, killed: dict) -> None:
     """SIGKILL `pid` once the session reached `after_step` and `task_name` is running there
-    (Ray's task states lag ~1 s, so the task must run longer). Set the returned event to stop."""
+    (Ray's task states lag ~1 s, so the task must run longer); `killed["stop"]` ends the watch."""
     from ray.util.state import list_tasks
 
     address = ray.get_runtime_context().gcs_address  # other Ray instances may run on this machine
 
-    stop = threading.Event()
-
     def watch() -> None:
-        while not stop.is_set() and session.step < after_step:
+        while "stop" not in killed and session.step < after_step:
             time.sleep(0.1)
-        while not stop.is_set():
+        while "stop" not in killed:
             running = list_tasks(address=address, filters=[("name", "=", task_name), ("state", "=", "RUNNING")])
             if any(t.worker_pid == pid for t in running):
                 killed["step"] = session.step
@@ -77,7 +76,6 @@ def _kill_when_running(session, pid: int, task_name: str, after_step: int, kille
             time.sleep(0.25)
 
     threading.Thread(target=watch, daemon=True).start()
-    return stop
 
 
 def _expected_keys(config: grpo.GRPOConfig) -> collections.Counter:
@@ -95,18 +93,18 @@ def test_rollout_worker_killed_mid_generation(tmp_path, tiny_model, ray_local):
     config = _config(tiny_model, tmp_path / "run")
     session = grpo.start_session(config)
     victim = 1
-    pid = ray.get(session.rollouts.workers[victim].pid.remote())
     killed: dict = {}
-    stop = _kill_when_running(session, pid, "RolloutWorker.generate", 1, killed)
     try:
+        pid = ray.get(session.rollouts.workers[victim].pid.remote())
+        _kill_when_running(session, pid, "RolloutWorker.generate", 1, killed)
         grpo.train(session, config)
         versions = session.rollouts.versions()
         new_pid = ray.get(session.rollouts.workers[victim].pid.remote())
         counts, served, reformed = dict(session.rollouts.counts), list(session.rollouts.served), session.sync.reformed
     finally:
-        stop.set()
+        killed["stop"] = True
         summary = session.close()
-    assert killed, "the rollout worker was never seen generating"
+    assert "step" in killed, "the rollout worker was never seen generating"
     assert new_pid != pid
     assert summary["policy/version"] == STEPS
     assert counts["reissued"] >= 1 and counts["restarts"] == 1 and counts["stale"] == 0
@@ -122,18 +120,17 @@ def test_rollout_worker_killed_mid_generation(tmp_path, tiny_model, ray_local):
 def test_scorer_killed_mid_scoring(tmp_path, tiny_model, ray_local):
     config = _config(tiny_model, tmp_path / "run", "verifier=tests.test_faults:slow_r1_zero")
     session = grpo.start_session(config)
-    pids = _actor_pids("RuleScorer")
-    assert len(pids) == 2
     killed: dict = {}
-    stop = _kill_when_running(session, pids[0], "RuleScorer.score", 1, killed)
     try:
+        pids = [_pid(a) for a in session.scorers.actors]
+        _kill_when_running(session, pids[0], "RuleScorer.score", 1, killed)
         grpo.train(session, config)
-        after = _actor_pids("RuleScorer")
+        after = [_pid(a) for a in session.scorers.actors]
     finally:
-        stop.set()
+        killed["stop"] = True
         summary = session.close()
-    assert killed, "the scorer was never seen scoring"
-    assert len(after) == 2 and pids[0] not in after  # restarted in a new process
+    assert "step" in killed, "the scorer was never seen scoring"
+    assert after[0] != pids[0] and after[1] == pids[1]  # the killed one restarted in a new process
     assert summary["policy/version"] == STEPS
     keys, samples = _experience_keys(tmp_path / "run")
     assert keys == _expected_keys(config)
@@ -144,14 +141,13 @@ def test_dead_learner_rank_stops_the_job_and_resume_finishes_it(tmp_path, tiny_m
     out = tmp_path / "run"
     config = _config(tiny_model, out, "run.checkpoint_every=1")
     session = grpo.start_session(config)
-    [pid] = _actor_pids("_LazyLearner")
     killed: dict = {}
-    stop = _kill_when_running(session, pid, "_LazyLearner.call", 2, killed)
     try:
+        _kill_when_running(session, _pid(session.learners.workers[0]), "_LazyLearner.call", 2, killed)
         with pytest.raises(LearnerDiedError, match=r"^learner rank 0 died during .*run\.resume=true"):
             grpo.train(session, config)
     finally:
-        stop.set()
+        killed["stop"] = True
         session.close()
     assert killed["step"] >= 2
     assert (out / "checkpoints" / "latest.json").exists()

@@ -17,6 +17,19 @@ def _listening(pid: int) -> set[tuple[str, int]]:
     return {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
 
+def _ray_listeners() -> dict[str, set[tuple[str, int]]]:
+    """Listeners of this Ray instance's own processes (found by its GCS port on their command line)."""
+    port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    found: dict[str, set[tuple[str, int]]] = {}
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            if any(port in arg for arg in proc.info["cmdline"] or []):
+                found[f"{proc.info['name']} {proc.pid}"] = _listening(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def _is_loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback
 
@@ -58,16 +71,21 @@ def test_run_listeners_are_on_loopback(tmp_path, ray_local, capsys):
                              filters=[("class_name", "=", "_LazyLearner"), ("state", "=", "ALIVE")]):
             pids[f"learner pid {a.pid}"] = a.pid
         listeners = {role: _listening(pid) for role, pid in pids.items()}
+        session_addresses = [session.learners.rendezvous, session.sync.rendezvous]
     finally:
         session.close()
+    node_ip = ray.util.get_node_ip_address()
+    with capsys.disabled():
+        print(f"\nlisteners per actor process (node address {node_ip} is Ray's own): {listeners}")
+        print(f"Ray's own processes: {_ray_listeners()}")
     assert len(listeners) == 3
+    learner_listeners = set().union(*(addrs for role, addrs in listeners.items() if role.startswith("learner")))
+    for address in session_addresses:  # the DeepSpeed rendezvous store, the weight-sync store (both on rank 0)
+        assert address[0] == LOOPBACK and address in learner_listeners, (address, learner_listeners)
     # a learner rank listens for the DeepSpeed store + gloo pairs (and rank 0 for the weight-sync
     # store), an engine for its weight-sync gloo pairs; whatever Ray's own worker opens (its
     # core-worker gRPC server on the node address) is reported apart
-    node_ip = ray.util.get_node_ip_address()
     ours = {role: {a for a in addrs if a[0] != node_ip} for role, addrs in listeners.items()}
-    with capsys.disabled():
-        print(f"\nlisteners per actor process (node address {node_ip} is Ray's own): {listeners}")
     assert all(ours.values()), listeners
     wild = {role: [a for a in addrs if not _is_loopback(a[0])] for role, addrs in ours.items()}
     assert not any(wild.values()), f"listeners off loopback: {wild}"
