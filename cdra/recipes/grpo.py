@@ -187,21 +187,21 @@ def train(session: Session, config: GRPOConfig) -> None:
 def score_and_advantage(session: Session, config: GRPOConfig, examples, groups, step: int) -> list[Sample]:
     items, flat = [], []
     for example, group in zip(examples, groups):
-        for completion in group:
+        for index, completion in enumerate(group):
             items.append(ScoreItem(completion.text, example.answer, metadata={"id": example.id}))
-            flat.append((example, completion))
+            flat.append((example, completion, index))
     results = session.scorers.score(items)
     raw = torch.tensor([r.score for r in results], dtype=torch.float32)
     advantages = group_normalize(raw, config.group_size, config.advantage_eps, config.normalize_by_std).view(-1)
     samples = []
-    for i, ((example, completion), result) in enumerate(zip(flat, results)):
+    for i, ((example, completion, index), result) in enumerate(zip(flat, results)):
         samples.append(Sample(
             prompt_ids=completion.prompt_ids, response_ids=completion.response_ids or [session.eos_id],
             rollout_logprobs=completion.logprobs if completion.response_ids else [0.0],
             reward=float(raw[i]), advantage=float(advantages[i]),
             prompt_id=example.id, group_id=step * 100_000 + i // config.group_size,
             policy_version=completion.policy_version, scorer_version=session.scorers.version,
-            metadata={"format_reward": result.details.get("format_reward", 0.0), "ground_truth": example.answer,
+            metadata={"format_reward": result.details.get("format_reward", 0.0), "ground_truth": example.answer, "sample_index": index,
                       "response_text": completion.text, "scorer_error": result.error or ""},
         ))
     return samples

@@ -99,7 +99,7 @@ class Session:
         opts = lambda role: [self.placement.options(role, i) for i in range(roles[role].count)]  # noqa: E731
         self.rollouts = RolloutPool(dataclasses.replace(engine, model_path=self.model_path), num_engines, opts("rollout"))
         self.learners = LearnerGroup(dataclasses.replace(learner, model_path=self.model_path, seed=run.seed), self.pad_id, opts("learner"))
-        self.sync = WeightSync(self.learners, self.rollouts.workers)
+        self.sync = WeightSync(self.learners, self.rollouts)  # also re-joins restarted engines
         self.scorers = ScorerPool(verifier, num_scorers, verifier_timeout_s, opts("scorer"))
         self.reference = None
         if with_reference:
@@ -264,15 +264,17 @@ class Session:
     def close(self) -> dict[str, float]:
         out = Path(self.run.output_dir)
         finished = self.step >= getattr(self, "total_steps", 0)
-        if finished:
-            self.learners.save_pretrained(str(out / "final_model"), self.model_path)
-            ray.get(self.replay.export.remote(str(out / "experience.parquet")))
-        curves = [k for k in ("reward/mean", "eval/reward", "eval/sampled_reward") if k in self.final_metrics]
-        self.tracker.plot(curves or ["reward/mean"])
-        self.tracker.close()
-        summary = {**{f"{k}_before": v for k, v in self.first_eval.items()}, **self.final_metrics}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-        for actor in self.rollouts.workers + self.learners.workers + self.scorers.actors + [self.replay] + ([self.reference] if self.reference else []):
-            ray.kill(actor)
-        self.placement.release()
+        try:
+            if finished:
+                self.learners.save_pretrained(str(out / "final_model"), self.model_path)
+                ray.get(self.replay.export.remote(str(out / "experience.parquet")))
+            curves = [k for k in ("reward/mean", "eval/reward", "eval/sampled_reward") if k in self.final_metrics]
+            self.tracker.plot(curves or ["reward/mean"])
+            self.tracker.close()
+            summary = {**{f"{k}_before": v for k, v in self.first_eval.items()}, **self.final_metrics}
+            (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        finally:  # also after a failed step (e.g. a dead learner rank): free the actors and their bundles
+            for actor in self.rollouts.workers + self.learners.workers + self.scorers.actors + [self.replay] + ([self.reference] if self.reference else []):
+                ray.kill(actor, no_restart=True)
+            self.placement.release()
         return summary

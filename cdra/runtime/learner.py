@@ -93,7 +93,8 @@ class LearnerWorker:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
-        deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", auto_mpi_discovery=False)
+        _init_process_group(rank, config.num_ranks, master_addr, master_port, "nccl" if self.on_gpu else "gloo")
+        deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", auto_mpi_discovery=False)  # adopts the group above
         torch.manual_seed(config.seed + rank)
         self.dtype = resolve_dtype(config.dtype, self.on_gpu)
         model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=self.dtype)
@@ -333,3 +334,19 @@ def _zero_loss(module: torch.nn.Module) -> torch.Tensor:
 def _local_grad_norm(module: torch.nn.Module) -> float:
     grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
     return float(torch.stack(grads).norm()) if grads else float("nan")
+
+
+def _init_process_group(rank: int, world_size: int, master_addr: str, master_port: int, backend: str) -> None:
+    """The DeepSpeed group's rendezvous, listening on `master_addr` only (torch's env:// store
+    binds every interface); gloo's pairs are kept to the same interface."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from cdra.runtime.cluster import bound_store, gloo_interface, local_address_towards
+
+    interface = gloo_interface(local_address_towards(master_addr))
+    if interface:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)
+    store = bound_store(master_addr, master_port, world_size, rank == 0, datetime.timedelta(minutes=30))
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)

@@ -112,10 +112,14 @@ class RolloutWorker:
         self.tensor_parallel_size = config.tensor_parallel_size
         self.max_model_len = config.max_model_len
         self.version = 0
+        self.sync_generation: int | None = None
         self.generated_tokens = 0
 
     def ready(self) -> int:
         return self.worker_index
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1, seed_offset: int = 0) -> dict[str, Any]:
         """`n` samples for each prompt; returns completions grouped per prompt plus timing."""
@@ -149,7 +153,8 @@ class RolloutWorker:
                 group.append(Completion(list(ids), response, logprobs, c.text, str(c.finish_reason), self.version))
             groups.append(group)
         self.generated_tokens += tokens
-        return {"groups": groups, "tokens": tokens, "seconds": time.perf_counter() - started, "version": self.version}
+        return {"groups": groups, "tokens": tokens, "seconds": time.perf_counter() - started, "version": self.version,
+                "worker": self.worker_index}
 
     # weight sync -------------------------------------------------------------
 
@@ -157,8 +162,15 @@ class RolloutWorker:
         """Ranks this engine takes in the weight-sync group: one per tensor-parallel worker."""
         return self.tensor_parallel_size
 
-    def init_weight_group(self, backend: str, master_addr: str, master_port: int, first_rank: int, world_size: int) -> None:
+    def init_weight_group(self, backend: str, master_addr: str, master_port: int, first_rank: int, world_size: int,
+                          generation: int = 0) -> None:
+        """Join (or re-join, after a restart of any member) the weight-sync group `generation`."""
         self.llm.collective_rpc("cdra_init_weight_group", args=(backend, master_addr, master_port, first_rank, world_size))
+        self.sync_generation = generation
+
+    def sync_state(self) -> tuple[int | None, int]:
+        """(weight-sync group generation, policy version); (None, 0) in a freshly (re)started actor."""
+        return self.sync_generation, self.version
 
     def receive_weights(self, version: int, buckets: list[BucketSpec]) -> int:
         """Blocks until the learner's broadcast arrives; acknowledges with the new version."""

@@ -168,13 +168,19 @@ class RuleScorer:
 
 
 class ScorerPool:
-    """Driver-side handle on N RuleScorer actors."""
+    """Driver-side handle on N RuleScorer actors.
 
-    def __init__(self, verifier: str, num_actors: int = 2, timeout_s: float = 10.0, actor_options: list[dict] | None = None) -> None:
+    Scoring is idempotent, so Ray's own task retries fit: a scorer killed mid-call restarts and
+    re-runs the same chunk. A chunk whose actor is out of restarts is scored by the next live one.
+    """
+
+    def __init__(self, verifier: str, num_actors: int = 2, timeout_s: float = 10.0, actor_options: list[dict] | None = None,
+                 max_restarts: int = 3) -> None:
         resolve_verifier(verifier)  # fail in the driver, before any actor starts
         remote = ray.remote(RuleScorer)
         options = actor_options or [{"num_cpus": 0.001} for _ in range(num_actors)]
-        self.actors = [remote.options(max_restarts=3, max_task_retries=2, **opt).remote(verifier, timeout_s) for opt in options]
+        self.actors = [remote.options(max_restarts=max_restarts, max_task_retries=max_restarts, **opt).remote(verifier, timeout_s) for opt in options]
+        self.gone: set[int] = set()
         self.version = 0
 
     def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
@@ -182,16 +188,34 @@ class ScorerPool:
             return []
         n = len(self.actors)
         chunks = [items[i::n] for i in range(n)]
-        results = ray.get([a.score.remote(c) for a, c in zip(self.actors, chunks) if c])
+        calls = [(a, c, self.actors[a].score.remote(c) if c else None) for a, c in zip(self._spread(n), chunks)]
+        results = [self._result(a, c, ref) for a, c, ref in calls]
         out: list[ScoreResult | None] = [None] * len(items)
         for i, chunk_results in enumerate(results):
             for j, r in enumerate(chunk_results):
                 out[i + j * n] = r
         return out  # type: ignore[return-value]
 
+    def _spread(self, n: int) -> list[int]:
+        live = [i for i in range(len(self.actors)) if i not in self.gone]
+        if not live:
+            raise RuntimeError(f"all {len(self.actors)} scorer actors died and have no restarts left")
+        return [live[i % len(live)] for i in range(n)]
+
+    def _result(self, actor: int, chunk: list[ScoreItem], ref: ray.ObjectRef | None) -> list[ScoreResult]:
+        if ref is None:
+            return []
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError:  # retries exhausted: the actor is gone for good
+            self.gone.add(actor)
+            other = self._spread(1)[0]
+            return self._result(other, chunk, self.actors[other].score.remote(chunk))
+
     def stats(self) -> dict[str, int]:
         total = {"calls": 0, "errors": 0, "timeouts": 0}
-        for s in ray.get([a.stats.remote() for a in self.actors]):
+        live = [a for i, a in enumerate(self.actors) if i not in self.gone]
+        for s in ray.get([a.stats.remote() for a in live]):
             for k in total:
                 total[k] += s[k]
         return total

@@ -93,10 +93,20 @@ def sync_ranks(widths: list[int]) -> tuple[list[int], int]:
 
 
 def init_group(backend: str, master_addr: str, master_port: int, rank: int, world_size: int) -> dist.ProcessGroup:
-    """A process group of its own (not the default one), so it can coexist with DeepSpeed's and vLLM's."""
-    store = dist.TCPStore(master_addr, master_port, world_size, is_master=(rank == 0), timeout=_GROUP_TIMEOUT)
+    """A process group of its own (not the default one), so it can coexist with DeepSpeed's and vLLM's.
+
+    Its store and gloo pairs listen on this host's address towards `master_addr` (loopback on a
+    single machine), not on every interface.
+    """
+    from cdra.runtime.cluster import bound_store, local_address_towards
+
+    store = bound_store(master_addr, master_port, world_size, rank == 0, _GROUP_TIMEOUT)
     if backend == "gloo":
-        return dist.ProcessGroupGloo(store, rank, world_size, _GROUP_TIMEOUT)
+        options = dist.ProcessGroupGloo._Options()
+        options._timeout = _GROUP_TIMEOUT
+        options._devices = [dist.ProcessGroupGloo.create_device(hostname=local_address_towards(master_addr))]
+        options._threads = 2  # what torch's own new_group gives one gloo device
+        return dist.ProcessGroupGloo(store, rank, world_size, options)
     if backend == "nccl":
         options = dist.ProcessGroupNCCL.Options()
         options._timeout = _GROUP_TIMEOUT

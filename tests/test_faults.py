@@ -1,0 +1,156 @@
+"""Faults injected into a running GRPO job, on real actors: SIGKILL a rollout worker mid-generation,
+a scorer mid-scoring, a learner rank mid-run; the first two are survived with every sample kept
+exactly once, the third stops the job naming the rank and a resume finishes it."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import pytest
+import ray
+
+from cdra.config import load_config
+from cdra.recipes import grpo
+from cdra.recipes.common import PromptStream, load_examples
+from cdra.runtime.groups import LearnerDiedError
+from cdra.runtime.replay import load_export
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+STEPS, PROMPTS, GROUP = 4, 4, 4
+
+
+def slow_r1_zero(response: str, truth: str) -> dict[str, float]:
+    """The r1_zero verifier, slowed so that a scorer can be killed while it scores."""
+    from cdra.rewards.r1_zero import r1_zero_reward_fn
+
+    time.sleep(0.25)
+    return r1_zero_reward_fn(response, truth)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> str:
+    from cdra.models.tiny import build_tiny_model
+
+    return str(build_tiny_model())
+
+
+def _config(model: str, out, *extra: str) -> grpo.GRPOConfig:
+    return load_config(grpo.GRPOConfig, [
+        f"model_path={model}", f"steps={STEPS}", f"rollout_batch_size={PROMPTS * GROUP}", f"group_size={GROUP}",
+        f"train_batch_size={PROMPTS * GROUP}", "num_rollout_workers=2", "learner.num_ranks=1", "learner.zero_stage=0",
+        "learner.micro_batch_size=16", "num_scorers=2", "eval_data.num_examples=4", "eval_samples=0",
+        "sampling.max_tokens=128", "sampling.min_tokens=128", "rollout.max_model_len=512", f"run.output_dir={out}", "run.use_wandb=false",
+        "run.eval_every=100", *extra,
+    ])
+
+
+def _pid(actor) -> int:
+    """The process id of a Ray actor (once it is up), from Ray's state API."""
+    from ray.util.state import get_actor
+
+    ray.get(actor.__ray_ready__.remote())
+    return get_actor(actor._actor_id.hex(), address=ray.get_runtime_context().gcs_address).pid
+
+
+def _kill_when_running(session, pid: int, task_name: str, after_step: int, killed: dict) -> None:
+    """SIGKILL `pid` once the session reached `after_step` and `task_name` is running there
+    (Ray's task states lag ~1 s, so the task must run longer); `killed["stop"]` ends the watch."""
+    from ray.util.state import list_tasks
+
+    address = ray.get_runtime_context().gcs_address  # other Ray instances may run on this machine
+
+    def watch() -> None:
+        while "stop" not in killed and session.step < after_step:
+            time.sleep(0.1)
+        while "stop" not in killed:
+            running = list_tasks(address=address, filters=[("name", "=", task_name), ("state", "=", "RUNNING")])
+            if any(t.worker_pid == pid for t in running):
+                killed["step"] = session.step
+                killed["served"] = list(session.rollouts.served)
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.25)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _expected_keys(config: grpo.GRPOConfig) -> collections.Counter:
+    stream = PromptStream(load_examples(config.train_data, "train_data"), config.run.seed)
+    return collections.Counter((step, e.id, k) for step in range(STEPS) for e in stream.next(PROMPTS) for k in range(GROUP))
+
+
+def _experience_keys(out) -> tuple[collections.Counter, list]:
+    samples = load_export(str(out / "experience.parquet"))
+    keys = collections.Counter((s.group_id // 100_000, s.prompt_id, s.metadata["sample_index"]) for s in samples)
+    return keys, samples
+
+
+def test_rollout_worker_killed_mid_generation(tmp_path, tiny_model, ray_local):
+    config = _config(tiny_model, tmp_path / "run")
+    session = grpo.start_session(config)
+    victim = 1
+    killed: dict = {}
+    try:
+        pid = ray.get(session.rollouts.workers[victim].pid.remote())
+        _kill_when_running(session, pid, "RolloutWorker.generate", 1, killed)
+        grpo.train(session, config)
+        versions = session.rollouts.versions()
+        new_pid = ray.get(session.rollouts.workers[victim].pid.remote())
+        counts, served, reformed = dict(session.rollouts.counts), list(session.rollouts.served), session.sync.reformed
+    finally:
+        killed["stop"] = True
+        summary = session.close()
+    assert "step" in killed, "the rollout worker was never seen generating"
+    assert new_pid != pid
+    assert summary["policy/version"] == STEPS
+    assert counts["reissued"] >= 1 and counts["restarts"] == 1 and counts["stale"] == 0
+    assert reformed == 1  # the group was re-formed once, when the restarted engine came back
+    assert versions == [STEPS, STEPS]
+    assert served[victim] > killed["served"][victim]  # the restarted engine served again afterwards
+    keys, samples = _experience_keys(tmp_path / "run")
+    assert keys == _expected_keys(config)  # every (step, prompt, sample index) exactly once
+    # sync mode: step k is generated by policy version k, on every engine, restarted or not
+    assert all(s.policy_version == s.group_id // 100_000 for s in samples)
+
+
+def test_scorer_killed_mid_scoring(tmp_path, tiny_model, ray_local):
+    config = _config(tiny_model, tmp_path / "run", "verifier=tests.test_faults:slow_r1_zero")
+    session = grpo.start_session(config)
+    killed: dict = {}
+    try:
+        pids = [_pid(a) for a in session.scorers.actors]
+        _kill_when_running(session, pids[0], "RuleScorer.score", 1, killed)
+        grpo.train(session, config)
+        after = [_pid(a) for a in session.scorers.actors]
+    finally:
+        killed["stop"] = True
+        summary = session.close()
+    assert "step" in killed, "the scorer was never seen scoring"
+    assert after[0] != pids[0] and after[1] == pids[1]  # the killed one restarted in a new process
+    assert summary["policy/version"] == STEPS
+    keys, samples = _experience_keys(tmp_path / "run")
+    assert keys == _expected_keys(config)
+    assert all(s.metadata["scorer_error"] == "" for s in samples)  # the killed chunk was scored again, not zeroed
+
+
+def test_dead_learner_rank_stops_the_job_and_resume_finishes_it(tmp_path, tiny_model, ray_local):
+    out = tmp_path / "run"
+    config = _config(tiny_model, out, "run.checkpoint_every=1")
+    session = grpo.start_session(config)
+    killed: dict = {}
+    try:
+        _kill_when_running(session, _pid(session.learners.workers[0]), "_LazyLearner.call", 2, killed)
+        with pytest.raises(LearnerDiedError, match=r"^learner rank 0 died during .*run\.resume=true"):
+            grpo.train(session, config)
+    finally:
+        killed["stop"] = True
+        session.close()
+    assert killed["step"] >= 2
+    assert (out / "checkpoints" / "latest.json").exists()
+    summary = grpo.run(_config(tiny_model, out, "run.checkpoint_every=1", "run.resume=true"))
+    assert summary["policy/version"] == STEPS
+    assert (out / "final_model" / "config.json").exists()
