@@ -102,7 +102,7 @@ def test_grpo_bad_input_is_one_line_exit_2_before_any_actor(args, names):
 def test_bad_data_rows_name_the_file_and_row(data_files):
     line = assert_clean_error(run_job("grpo", "train_data.format=gsm8k", f"train_data.path={data_files['latin1.jsonl']}"),
                               "train_data", "latin1.jsonl")
-    assert "UnicodeDecodeError" in line
+    assert "row 2" in line and "not UTF-8" in line
     line = assert_clean_error(run_job("grpo", "train_data.format=gsm8k", f"train_data.path={data_files['missing_answer.jsonl']}"),
                               "missing_answer.jsonl", "row 2")
 
