@@ -265,10 +265,9 @@ def balance_by_correctness(prompts: list[CritiquePrompt], seed: int) -> list[Cri
 
     RLOO only learns from groups whose critiques disagree; while the critic rarely says "Wrong",
     those groups are mostly wrong attempts, and an unbalanced prompt set drifts the critic toward
-    the verdict of its majority class instead of toward telling the two apart (measured on the
-    embedded default before balancing: with 45 % correct attempts (the earlier refiner) Stage I
-    took Acc@Dis on correct ones from 88 to 56 %, with 35 % (a later one) to 0, a critic
-    that always says "Wrong").
+    the verdict of its majority class instead of toward telling the two apart (unbalanced, with
+    45 % correct attempts Stage I took Acc@Dis on correct ones from 88 to 56 %; with 35 % to 0,
+    a critic that always says "Wrong").
     """
     right = [p for p in prompts if p.correct]
     wrong = [p for p in prompts if not p.correct]

@@ -57,8 +57,8 @@ class ExpertIterationConfig:
     num_rollout_workers: int = 1
     rollout: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=512))
     sampling: SamplingConfig = field(default_factory=_default_sampling)
-    # small lr: a fresh Adam state moves every weight by ~lr on the first step, and 2e-4 cost an
-    # earlier (single-style) warm start half its accuracy in one EI step (2e-5: 0.45 -> 0.52 in 5)
+    # small lr: a fresh Adam state moves every weight by ~lr on the first step; 2e-4 cost a tiny
+    # single-style r1 policy half its accuracy in one EI step (2e-5: 0.45 -> 0.52 in 5)
     learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=2e-5, micro_batch_size=32))
     steps: int = field(default=5, metadata={"help": "EI steps (sample, filter, SFT, evaluate)"})
     questions_per_step: int = 64
