@@ -82,7 +82,7 @@ _PROBE = textwrap.dedent("""
     first.release()
     attempt("gpus", {"rollout": RoleResources(8, 1.0, 1.0)})
     attempt("custom", {"rollout": RoleResources(1, 1.0, 0.0, {"cdra_absent": 1.0})})
-    hog = placement_group([{"CPU": 2.0}]); ray.get(hog.ready())
+    hog = placement_group([{"CPU": ray.cluster_resources()["CPU"]}]); ray.get(hog.ready())  # every CPU held
     attempt("pending", {"learner": RoleResources(1, 1.0, 0.0)}, timeout_s=5)
     print("PROBE " + json.dumps(out))
 """)
