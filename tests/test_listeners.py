@@ -64,28 +64,26 @@ def test_run_listeners_are_on_loopback(tmp_path, ray_local, capsys):
     session = grpo.start_session(config)
     try:
         grpo.train(session, config)  # one weight push: the sync group's pairs are connected
-        pids = {"rollout": ray.get(session.rollouts.workers[0].pid.remote())}
-        from ray.util.state import list_actors
-
-        for a in list_actors(address=ray.get_runtime_context().gcs_address,
-                             filters=[("class_name", "=", "_LazyLearner"), ("state", "=", "ALIVE")]):
-            pids[f"learner pid {a.pid}"] = a.pid
-        listeners = {role: _listening(pid) for role, pid in pids.items()}
+        actors = {f"rollout {i}": w for i, w in enumerate(session.rollouts.workers)}
+        actors.update({f"learner rank {r}": w for r, w in enumerate(session.learners.workers)})
+        listeners, ray_ports = {}, {}
+        for role, actor in actors.items():
+            # Ray's debugging actor table: the actor's process and its core-worker gRPC port
+            info = ray._private.state.actors(actor._actor_id.hex())
+            listeners[role] = _listening(info["Pid"])
+            ray_ports[role] = info["Address"]["Port"]
         session_addresses = [session.learners.rendezvous, session.sync.rendezvous]
     finally:
         session.close()
-    node_ip = ray.util.get_node_ip_address()
+    ray_own = {role: {a for a in addrs if a[1] == ray_ports[role]} for role, addrs in listeners.items()}
+    ours = {role: addrs - ray_own[role] for role, addrs in listeners.items()}
     with capsys.disabled():
-        print(f"\nlisteners per actor process (node address {node_ip} is Ray's own): {listeners}")
+        print(f"\nRay's core-worker listener in each actor: {ray_own}")
         print(f"Ray's own processes: {_ray_listeners()}")
-    assert len(listeners) == 3
-    learner_listeners = set().union(*(addrs for role, addrs in listeners.items() if role.startswith("learner")))
-    for address in session_addresses:  # the DeepSpeed rendezvous store, the weight-sync store (both on rank 0)
-        assert address[0] == LOOPBACK and address in learner_listeners, (address, learner_listeners)
-    # a learner rank listens for the DeepSpeed store + gloo pairs (and rank 0 for the weight-sync
-    # store), an engine for its weight-sync gloo pairs; whatever Ray's own worker opens (its
-    # core-worker gRPC server on the node address) is reported apart
-    ours = {role: {a for a in addrs if a[0] != node_ip} for role, addrs in listeners.items()}
-    assert all(ours.values()), listeners
-    wild = {role: [a for a in addrs if not _is_loopback(a[0])] for role, addrs in ours.items()}
+    rank0 = ours["learner rank 0"]
+    for address in session_addresses:  # the DeepSpeed rendezvous store, the weight-sync store
+        assert address[0] == LOOPBACK and address in rank0, (address, rank0)
+    # besides those stores: gloo pairs of the DeepSpeed group (learners) and the weight-sync group (all)
+    assert all(ours.values()), ours
+    wild = {role: sorted(a for a in addrs if not _is_loopback(a[0])) for role, addrs in ours.items()}
     assert not any(wild.values()), f"listeners off loopback: {wild}"

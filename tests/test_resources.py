@@ -82,7 +82,7 @@ _PROBE = textwrap.dedent("""
     first.release()
     attempt("gpus", {"rollout": RoleResources(8, 1.0, 1.0)})
     attempt("custom", {"rollout": RoleResources(1, 1.0, 0.0, {"cdra_absent": 1.0})})
-    hog = placement_group([{"CPU": 2.0}]); ray.get(hog.ready())
+    hog = placement_group([{"CPU": ray.cluster_resources()["CPU"]}]); ray.get(hog.ready())  # every CPU held
     attempt("pending", {"learner": RoleResources(1, 1.0, 0.0)}, timeout_s=5)
     print("PROBE " + json.dumps(out))
 """)
@@ -162,8 +162,12 @@ def test_plans_on_a_head_with_the_real_cpu_count(tmp_path, tiny_model_path):
                   "rollout_batch_size=8", "group_size=4", "train_batch_size=8", "num_scorers=1", "eval_data.num_examples=2",
                   "eval_samples=0", "sampling.max_tokens=16", "rollout.max_model_len=256", "learner.micro_batch_size=8",
                   f"run.output_dir={run_dir}", "run.use_wandb=false"]
-        result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
-        log = result.stdout + result.stderr
+        for _ in range(60):  # the head's job agent comes up some seconds after the GCS
+            result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+            log = result.stdout + result.stderr
+            if "No available agent to submit job" not in log:
+                break
+            time.sleep(3)
         assert result.returncode == 0, log[-4000:]
         assert f"placement plan asks 4.001 CPUs, cluster has {cpus}" in log or cpus >= 5
         assert json.loads((run_dir / "summary.json").read_text())["policy/version"] == 1.0

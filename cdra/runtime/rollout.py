@@ -153,8 +153,7 @@ class RolloutWorker:
                 group.append(Completion(list(ids), response, logprobs, c.text, str(c.finish_reason), self.version))
             groups.append(group)
         self.generated_tokens += tokens
-        return {"groups": groups, "tokens": tokens, "seconds": time.perf_counter() - started, "version": self.version,
-                "worker": self.worker_index}
+        return {"groups": groups, "tokens": tokens, "seconds": time.perf_counter() - started, "version": self.version}
 
     # weight sync -------------------------------------------------------------
 
