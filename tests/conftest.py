@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every Ray instance the tests start is a loopback test cluster. One process must keep one auth
+# mode: Ray reads it once, so a test that disabled it for its own cluster would leave later
+# clusters of the same process unreachable ("InvalidAuthToken").
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 @pytest.fixture(scope="session")

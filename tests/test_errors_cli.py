@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # each case runs a job's process (imports torch, ray, vllm: seconds each)
 ROOT = Path(__file__).resolve().parents[1]
 # CPU seconds of the job process: importing a recipe (torch, ray, transformers) costs a few;
 # wall time is no guide on a shared 2-core machine. That no actor started is shown by Ray's
