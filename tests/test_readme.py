@@ -106,7 +106,7 @@ def test_jobs_table_names_only_keys_of_its_job():
 
 
 def test_shared_keys_belong_to_every_training_job():
-    sentence = re.search(r"Shared keys of the training jobs:(.*?)\.\s", README.read_text(), re.DOTALL).group(1)
+    sentence = re.search(r"Shared keys:(.*?)\.\s", README.read_text(), re.DOTALL).group(1)
     keys = re.findall(r"`([^`]+)`", sentence)
     assert len(keys) >= 10
     for job in TRAINING_JOBS:
