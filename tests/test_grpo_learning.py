@@ -4,9 +4,9 @@ The r1 checkpoint samples half of its answers outside the ``<answer>`` tags the 
 for (`cdra.models.zoo.data`); GRPO must raise the tagged share, the held-out reward of samples
 at the rollout temperature, and the held-out greedy reward, i.e. answer accuracy, not only the
 format. Measured (docs/results/grpo.md) with this code: greedy 0.492 -> 0.523, sampled 0.172 ->
-0.229, sampled format 0.58 -> 0.79 (before the fault-tolerance changes to seeding, seeds 0-2 gave
-greedy 0.609 / 0.555 / 0.562). The greedy gain is small and varies with the seed, so its margin
-is two of the 128 problems; the others are about half of what was measured.
+0.229, sampled format 0.58 -> 0.79 (seeds 1, 2: greedy 0.617, 0.562). The greedy gain varies
+with the seed and is smallest for this one, so its margin is two of the 128 problems; the
+others are about half of what was measured.
 """
 
 from __future__ import annotations
