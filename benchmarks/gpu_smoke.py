@@ -170,7 +170,7 @@ def run(size: str, syncs: int, prompts_n: int, new_tokens: int, eager: bool) -> 
     learner = LearnerConfig(model_path=model_path, num_ranks=ranks, zero_stage=3, dtype="bfloat16", lr=1e-4,
                             micro_batch_size=8, sync_bucket_mb=64)
     learners = LearnerGroup(learner, tok.pad_token_id, [placement.options("learner", i) for i in range(ranks)])
-    sync = WeightSync(learners, pool.workers)
+    sync = WeightSync(learners, pool)  # the pool then expects the pushed version
     nbytes = sum(t.numel for b in sync.layout for t in b.tensors) * 2
 
     encode = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731

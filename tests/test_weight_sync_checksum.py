@@ -111,7 +111,7 @@ def test_corrupted_sync_into_a_real_engine_fails_loudly_then_a_clean_one_matches
     learners = LearnerGroup(LearnerConfig(model_path=learner_path, sync_bucket_mb=1), tok.pad_token_id)
     pool = RolloutPool(EngineConfig(model_path=engine_path, max_model_len=128, kv_cache_gb=1), 1)
     try:
-        sync = WeightSync(learners, pool.workers)
+        sync = WeightSync(learners, pool)  # the pool then expects the pushed version
         assert len(sync.layout) >= 3  # 1 MiB buckets of a ~2.3 MB model
 
         prompts = [tok("12+7=", add_special_tokens=False).input_ids, tok("Hello", add_special_tokens=False).input_ids]

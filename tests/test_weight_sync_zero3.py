@@ -48,7 +48,7 @@ def test_zero3_sync_gathers_per_bucket_and_matches_hf(tmp_path, ray_local):
     learners = LearnerGroup(LearnerConfig(model_path=path, num_ranks=2, zero_stage=3, lr=1e-2, sync_bucket_mb=1), tok.pad_token_id)
     pool = RolloutPool(EngineConfig(model_path=path, max_model_len=128, kv_cache_gb=1), 1)
     try:
-        sync = WeightSync(learners, pool.workers)
+        sync = WeightSync(learners, pool)  # the pool then expects the pushed version
         bucket_sizes = [b.numel for b in sync.layout]
         total = sum(bucket_sizes)
         assert len(bucket_sizes) >= 3
