@@ -35,7 +35,8 @@ def cluster():
     dash = free_port()
     c = Cluster(initialize_head=True, head_node_args={
         **common, "resources": {NODES[0]: 1.0},
-        "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dash})
+        "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dash,
+        "dashboard_agent_listen_port": free_port()})
     for name in NODES[1:]:
         c.add_node(**common, resources={name: 1.0})
     c.wait_for_nodes()

@@ -31,6 +31,8 @@ def test_job_submit_to_running_cluster(tmp_path, r1_model):
     env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster; no token to hand around
     gcs, dash = _free_port(), _free_port()
     start = [str(bin_dir / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
+             # never the default 52365: a second head on this machine would lose its job agent
+             f"--dashboard-agent-listen-port={_free_port()}",
              "--dashboard-host=127.0.0.1", "--num-cpus=16", "--disable-usage-stats", "--block",
              f"--temp-dir=/tmp/cdra-ray-{gcs}"]  # own session dir: later tests never find this cluster
     # --block keeps `ray start` in the foreground: ending its process group ends this cluster

@@ -107,6 +107,8 @@ def _start_head(env: dict[str, str]) -> tuple[subprocess.Popen, int, int]:
     bin_dir = Path(sys.executable).parent
     gcs, dash = _free_port(), _free_port()
     cmd = [str(bin_dir / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
+           # never the default 52365: a second head on this machine would lose its job agent
+           f"--dashboard-agent-listen-port={_free_port()}",
            "--dashboard-host=127.0.0.1", f"--num-cpus={os.cpu_count()}", "--disable-usage-stats", "--block",
            f"--temp-dir=/tmp/cdra-ray-{gcs}"]
     head = subprocess.Popen(cmd, env=env, start_new_session=True)  # its own process group: ended alone below
