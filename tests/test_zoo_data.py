@@ -7,11 +7,21 @@ import random
 
 import pytest
 
-from cdra.data.synthetic import SyntheticConfig, make_problem, make_problems
+from cdra.data.prompts import render_step_judge
+from cdra.data.synthetic import (
+    ArithmeticStep,
+    SyntheticConfig,
+    judge_steps,
+    judgement_key_offsets,
+    make_problem,
+    make_problems,
+    step_judgement_text,
+    step_locally_correct,
+)
 from cdra.models import zoo
 from cdra.models.zoo import RECIPES, ZooRecipe
 from cdra.models.zoo import data as zd
-from cdra.rewards import extract_gsm8k_answer, parse_final_verdict
+from cdra.rewards import extract_gsm8k_answer, parse_final_verdict, parse_prm_score
 from cdra.runtime.learner import LearnerConfig, lr_factor
 
 PROBLEM = make_problem(3, [("+", 4), ("*", 2)])  # 3+4=7, 7*2=14
@@ -108,9 +118,9 @@ def test_refinement_prompts_force_the_verdict():
 
 
 def test_recipes_digests_and_validation():
-    assert list(RECIPES) == ["r1", "steps", "critic", "refiner"]
+    assert list(RECIPES) == ["r1", "steps", "critic", "refiner", "genprm"]
     digests = {r.digest() for r in RECIPES.values()}
-    assert len(digests) == 4
+    assert len(digests) == 5
     r1 = RECIPES["r1"]
     assert r1.digest() == dataclasses.replace(r1).digest()
     assert r1.digest() != dataclasses.replace(r1, steps=r1.steps + 1).digest()
@@ -165,3 +175,44 @@ def test_emphasis_becomes_token_weights_at_the_right_labels():
 
     batch = collate([Sample([5, 6], [7, 8, 9], token_weights=[1.0, 20.0, 1.0]), Sample([5], [7])], pad_id=0)
     assert batch["token_weights"].tolist() == [[0.0, 1.0, 20.0, 1.0], [1.0, 0.0, 0.0, 0.0]]
+
+
+def test_genprm_items_judge_the_first_wrong_step_with_the_right_label():
+    problem = make_problem(7, (("+", 4), ("-", 3)))
+    right = zd.genprm_item(problem, random.Random(0), "right", True)
+    assert right.label is True and parse_prm_score(right.target) == 1.0
+    assert "Judge:" in right.prompt and "The answer is" not in right.prompt.split("Step: ")[0]
+    for variant in ("arithmetic", "input"):
+        item = zd.genprm_item(problem, random.Random(1), variant, True)
+        assert item.label is False and parse_prm_score(item.target) == -1.0
+    # slip at step 1 (starts from 5, not 7): "input 5 (expected 7): DIFFERENT"
+    slipped = (ArithmeticStep("+", 5, 4, 9), ArithmeticStep("-", 9, 3, 6))
+    assert [step_locally_correct(problem, slipped, i) for i in range(2)] == [False, True]
+    assert judge_steps(problem, slipped) == [False, False]
+    text = step_judgement_text(problem, slipped, 0)
+    assert text == ("**Reasoning:** input 5 (expected 7): DIFFERENT; recomputed 5+4=9; last digits 9 vs 9: same "
+                    "**SCORE:** -1")
+    assert [text[k] for k in judgement_key_offsets(text)] == ["7", "D", "9", "s", "-"]
+    assert step_judgement_text(problem, slipped, 1).endswith("input 9 (expected 9): same; recomputed 9-3=6; "
+                                                            "last digits 6 vs 6: same **SCORE:** 1")
+
+
+def test_genprm_training_and_heldout_mixes():
+    problems = make_problems(400, 0, zd.DEFAULT_SYNTHETIC, "train")
+    items = zd.training_items("genprm", problems, 0)
+    wrong = sum(not i.label for i in items) / len(items)
+    assert 0.4 < wrong < 0.6  # about half the judged steps are wrong
+    heldout = zd.heldout_items("genprm", make_problems(8, 0, zd.DEFAULT_SYNTHETIC, "test"))
+    assert [i.label for i in heldout] == [True, False] * 4
+    assert zd.score("genprm", heldout[1], heldout[1].target) == (1.0, 1.0)
+    assert zd.score("genprm", heldout[1], " **SCORE:** 1") == (0.0, 1.0)
+    assert zd.score("genprm", heldout[1], " no score") == (0.0, 0.0)
+    metrics = zd.heldout_metrics("genprm", heldout[:2], [" **SCORE:** 1", " **SCORE:** 1"])
+    assert (metrics["acc_on_correct"], metrics["acc_on_wrong"], metrics["accuracy"]) == (1.0, 0.0, 0.5)
+
+
+def test_step_judge_prompt_flattens_previous_steps():
+    steps = ["Step 1: 3+4=7\n", "Step 2: 7-2=5\nThe answer is 5."]
+    assert render_step_judge("genprm_step_judge_short", "Q?", steps, 0) == "Q: Q?\nPrev: none\nStep: Step 1: 3+4=7\nJudge:"
+    assert render_step_judge("genprm_step_judge_short", "Q?", steps, 1) == (
+        "Q: Q?\nPrev: Step 1: 3+4=7\nStep: Step 2: 7-2=5 The answer is 5.\nJudge:")

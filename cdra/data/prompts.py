@@ -179,3 +179,14 @@ def get_prompt(name: str) -> PromptTemplate:
 def render_prompt(name: str, **fields) -> str:
     """Fill the named template with ``fields`` (extra fields are ignored)."""
     return get_prompt(name).render(**fields)
+
+
+def render_step_judge(name: str, question: str, steps: list[str], index: int) -> str:
+    """A step judge's prompt for step ``index`` of a solution split into ``steps`` (their texts,
+    e.g. `cdra.rewards.split_steps` spans): the steps before it on one line ("none" for the
+    first), then the step itself, whitespace runs collapsed to one space."""
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    previous = " ".join(flat(s) for s in steps[:index]) or "none"
+    return render_prompt(name, question=question, previous_steps=previous, current_step=flat(steps[index]))

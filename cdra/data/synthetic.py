@@ -438,6 +438,78 @@ def critique_text(
 
 
 # ----------------------------------------------------------------------------------------------
+# Step judgements (the generative PRM of CDRA)
+
+
+def slip_input(problem: ArithmeticProblem, rng: random.Random) -> tuple[tuple[ArithmeticStep, ...], list[bool]]:
+    """The tiny policy's second most common mistake: a step starts from a wrong value (off by
+    1 or 2 from the true one) and computes correctly from it; later steps go on from there.
+    Labels as :func:`judge_steps` (False from the slipped step on)."""
+    idx = rng.randrange(len(problem.steps))
+    candidates = []
+    for delta in (-2, -1, 1, 2):
+        steps = list(problem.steps[:idx])
+        cur = problem.steps[idx].left + delta
+        if cur < 0:
+            continue
+        for op, operand in problem.ops[idx:]:
+            new = _apply(op, cur, operand)
+            steps.append(ArithmeticStep(op, cur, operand, new))
+            cur = new
+        if all(s.value >= 0 for s in steps):
+            candidates.append(tuple(steps))
+    steps = candidates[rng.randrange(len(candidates))]  # +1, +2 always qualify
+    return steps, judge_steps(problem, steps)
+
+
+def step_input_expected(problem: ArithmeticProblem, steps, i: int) -> int:
+    """The value step ``i`` should start from: the problem's start value, else the value the
+    previous step (as written) arrived at."""
+    return problem.start if i == 0 else steps[i - 1].value
+
+
+def step_locally_correct(problem: ArithmeticProblem, steps, i: int) -> bool:
+    """Is step ``i`` right given the steps before it (as written): it starts from the expected
+    value, applies the problem's i-th operation, and its arithmetic is right. The first step
+    that is not locally correct is the first False of :func:`judge_steps`, so a solution has
+    every step right iff every step is locally correct."""
+    step = steps[i]
+    if i >= len(problem.ops) or (step.op, step.right) != problem.ops[i]:
+        return False
+    return step.left == step_input_expected(problem, steps, i) and step.is_arithmetic_correct()
+
+
+def step_judgement_text(problem: ArithmeticProblem, steps, i: int) -> str:
+    """The reference Pers-GenPRM judgement of step ``i``:
+    ``**Reasoning:** input 7 (expected 7): same; recomputed 7+4=11; last digits 1 vs 1: same
+    **SCORE:** 1``. The input check compares the step's starting value with the expected one
+    (:func:`step_input_expected`), the arithmetic check is :func:`step_check`'s last-digit
+    comparison; the score is 1 if the step is locally correct, else -1."""
+    step = steps[i]
+    expected = step_input_expected(problem, steps, i)
+    mark = SAME if step.left == expected else DIFFERENT
+    true = step.true_value()
+    digits = SAME if true % 10 == step.value % 10 else DIFFERENT
+    score = 1 if step_locally_correct(problem, steps, i) else -1
+    return (f"**Reasoning:** input {step.left} (expected {expected}): {mark}; recomputed {step.expression()}={true}; "
+            f"last digits {true % 10} vs {step.value % 10}: {digits} **SCORE:** {score}")
+
+
+_JUDGEMENT_KEY_RE = re.compile(rf"\(expected (\d+)\): (?={SAME}|{DIFFERENT})|: (?={SAME}|{DIFFERENT})|\*\*SCORE:\*\* (?=-?1)")
+
+
+def judgement_key_offsets(text: str) -> list[int]:
+    """Character offsets of the tokens a judgement turns on: the expected input's digits, both
+    comparison outcomes, the recomputed value's digits and the score."""
+    keys = set(recomputation_offsets(text))
+    for m in _JUDGEMENT_KEY_RE.finditer(text):
+        if m.group(1) is not None:
+            keys.update(range(m.start(1), m.end(1)))
+        keys.add(m.end())
+    return sorted(keys)
+
+
+# ----------------------------------------------------------------------------------------------
 # TaskExamples
 
 

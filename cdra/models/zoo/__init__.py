@@ -96,11 +96,13 @@ def _register(recipe: ZooRecipe) -> None:
 
 # The GRPO policy; the steps actor (base of the critic and the refiner); the Critique-RL critic,
 # stopped early once it discriminates part of the time (a fully trained one leaves RL nothing to
-# gain); the refiner, trained long enough to act on what a critique says about a new question.
+# gain); the refiner, trained long enough to act on what a critique says about a new question;
+# CDRA's step judge, trained to judge well (its RL trains the policy, not the judge).
 _register(ZooRecipe(name="r1", task="r1", steps=300))
 _register(ZooRecipe(name="steps", task="steps", steps=250))
 _register(ZooRecipe(name="critic", task="critic", init="steps", steps=800, mark_weight=20.0, stop_at_accuracy=0.7))
 _register(ZooRecipe(name="refiner", task="refiner", init="steps", steps=800, lr=1e-3, data_seed=1))
+_register(ZooRecipe(name="genprm", task="genprm", init="steps", steps=600, mark_weight=20.0, data_seed=2, num_examples=8000))
 
 
 def checkpoint_dir(name: str, root: Path | None = None) -> Path:

@@ -35,7 +35,7 @@ from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
-BUILD_ORDER = ("r1", "steps", "critic", "refiner")  # every base before the checkpoints built on it
+BUILD_ORDER = ("r1", "steps", "critic", "refiner", "genprm")  # every base before the checkpoints built on it
 
 
 def sft_config(recipe: ZooRecipe, base: Path, work: Path) -> sft.SFTConfig:

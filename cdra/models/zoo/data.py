@@ -1,6 +1,6 @@
 """Training and held-out items of the zoo checkpoints, built from the synthetic task (pure).
 
-Four tasks, one prompt template each:
+Five tasks, one prompt template each:
 
 - ``r1``: the GRPO policy. Target `format_r1_solution` (scored by `r1_zero_reward_fn`) for a
   ``1 - untagged_fraction`` share of the examples, and for the rest the same steps ending in a
@@ -17,6 +17,12 @@ Four tasks, one prompt template each:
 - ``refiner``: the frozen Critique-RL actor: first attempts plus refinements in which the actor
   trusts the critique's final verdict (see `refinement_example`), so that a critic that
   discriminates better makes its refinements better.
+- ``genprm``: CDRA's generative process reward model (Pers-GenPRM). One item judges one step of
+  a solution that is right, carries an arithmetic slip (`corrupt_steps`) or starts a step from a
+  wrong value (`slip_input`): the two mistakes the tiny `steps` policy makes (at T 0.5, 81 and 24
+  of its 200 sampled solutions on held-out problems, by `judge_steps`). Target
+  `step_judgement_text`, whose key tokens (`judgement_key_offsets`) are weighted ``mark_weight``
+  times.
 
 Every target is followed by the tokenizer's EOS in training, so generation stops without stop
 strings (r1 also stops at ``</answer>``).
@@ -29,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from cdra.data.prompts import render_prompt
+from cdra.data.prompts import render_prompt, render_step_judge
 from cdra.data.synthetic import (
     ArithmeticProblem,
     SyntheticConfig,
@@ -39,22 +45,26 @@ from cdra.data.synthetic import (
     format_r1_solution,
     format_steps_solution,
     judge_steps,
+    judgement_key_offsets,
     parse_steps,
     recomputation_offsets,
+    slip_input,
+    step_judgement_text,
+    step_locally_correct,
 )
 from cdra.models.tiny import TinyModelConfig
-from cdra.rewards import extract_gsm8k_answer, parse_final_verdict, r1_zero_reward_fn
+from cdra.rewards import extract_gsm8k_answer, parse_final_verdict, parse_prm_score, r1_zero_reward_fn
 from cdra.rewards.verdict import FINAL_VERDICT_PREFIX
 
-Task = Literal["r1", "steps", "critic", "refiner"]
-TASKS: tuple[str, ...] = ("r1", "steps", "critic", "refiner")
+Task = Literal["r1", "steps", "critic", "refiner", "genprm"]
+TASKS: tuple[str, ...] = ("r1", "steps", "critic", "refiner", "genprm")
 
 # Shared by every checkpoint so the actor, the critic and the GRPO policy see the same problems.
 DEFAULT_MODEL = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=512)
 DEFAULT_SYNTHETIC = SyntheticConfig(num_steps=2, max_operand=9, ops=("+", "-"), max_value=99)
 
 PROMPTS = {"r1": "r1_short", "steps": "critique_rl_inference_short", "critic": "critique_rl_critique_short",
-           "refine": "critique_rl_refine_short"}
+           "refine": "critique_rl_refine_short", "genprm": "genprm_step_judge_short"}
 R1_STOP = "</answer>"
 
 
@@ -94,6 +104,32 @@ def critic_item(problem: ArithmeticProblem, corrupt: bool, rng: random.Random) -
     target = " " + critique_text(problem, steps, labels)
     emphasis = sorted(comparison_mark_offsets(target) + recomputation_offsets(target))
     return SFTItem(problem, prompt, target, tuple(emphasis), not corrupt)
+
+
+def genprm_item(problem: ArithmeticProblem, rng: random.Random, variant: str, first_wrong: bool) -> SFTItem:
+    """One step judgement over a ``variant`` ("right", "arithmetic" or "input") solution: the
+    first wrong step if ``first_wrong`` (a right solution has none: a random step), else a
+    random step. ``label``: is the judged step locally correct (`step_locally_correct`)."""
+    if variant == "right":
+        steps = problem.steps
+    elif variant == "arithmetic":
+        steps = corrupt_steps(problem, rng)[0]
+    elif variant == "input":
+        steps = slip_input(problem, rng)[0]
+    else:
+        raise ValueError(f"unknown genprm variant {variant!r}")
+    local = [step_locally_correct(problem, steps, i) for i in range(len(steps))]
+    i = local.index(False) if first_wrong and False in local else rng.randrange(len(steps))
+    texts = format_steps_solution(problem, steps=steps).split("\n")
+    texts[len(steps) - 1] += " " + texts.pop()  # the answer line belongs to the last step (`split_steps`)
+    prompt = render_step_judge(PROMPTS["genprm"], problem.question, texts, i)
+    target = " " + step_judgement_text(problem, steps, i)
+    return SFTItem(problem, prompt, target, tuple(judgement_key_offsets(target)), local[i])
+
+
+def _genprm_variant(rng: random.Random) -> str:
+    u = rng.random()
+    return "right" if u < 0.4 else "arithmetic" if u < 0.75 else "input"
 
 
 def set_final_verdict(critique: str, correct: bool) -> str:
@@ -148,6 +184,8 @@ def training_items(task: Task, problems: Sequence[ArithmeticProblem], seed: int,
             else:
                 out.append(steps_item(p))
         return out
+    if task == "genprm":
+        return [genprm_item(p, rng, _genprm_variant(rng), rng.random() < 0.7) for p in problems]
     raise ValueError(f"unknown zoo task {task!r}; expected one of {TASKS}")
 
 
@@ -157,6 +195,10 @@ def heldout_items(task: Task, problems: Sequence[ArithmeticProblem], seed: int =
     if task == "critic":
         rng = random.Random(f"cdra-zoo-critic-eval:{seed}")
         return [critic_item(p, i % 2 == 1, rng) for i, p in enumerate(problems)]
+    if task == "genprm":  # right steps of right solutions alternate with first wrong steps
+        rng = random.Random(f"cdra-zoo-genprm-eval:{seed}")
+        return [genprm_item(p, rng, "right" if i % 2 == 0 else ("arithmetic", "input")[i // 2 % 2], True)
+                for i, p in enumerate(problems)]
     if task == "r1":
         return [r1_item(p) for p in problems]
     return [steps_item(p) for p in problems]
@@ -172,16 +214,20 @@ def score(task: Task, item: SFTItem, response: str) -> tuple[float, float]:
     if task == "critic":
         verdict = parse_final_verdict(response)
         return float(verdict is not None and verdict == item.label), float(verdict is not None)
+    if task == "genprm":
+        s = parse_prm_score(response)
+        return float(s is not None and (s > 0) == item.label), float(s is not None)
     return float(extract_gsm8k_answer(response) == item.problem.answer), float("The answer is" in response)
 
 
 def heldout_metrics(task: Task, items: Sequence[SFTItem], responses: Sequence[str]) -> dict[str, float]:
-    """accuracy (r1 reward / answer correct / Acc@Dis) and format rate; the critic also gets
-    acc_on_correct and acc_on_wrong (their mean is the balanced Acc@Dis)."""
+    """accuracy (r1 reward / answer correct / Acc@Dis / step-judgement accuracy) and format rate;
+    the critic and the genprm also get acc_on_correct and acc_on_wrong (their mean is the
+    balanced accuracy)."""
     scores = [score(task, item, r) for item, r in zip(items, responses, strict=True)]
     out = {"accuracy": sum(s[0] for s in scores) / len(scores), "format_rate": sum(s[1] for s in scores) / len(scores),
            "num_problems": float(len(scores))}
-    if task == "critic":
+    if task in ("critic", "genprm"):
         for name, label in (("acc_on_correct", True), ("acc_on_wrong", False)):
             picked = [s[0] for item, s in zip(items, scores) if item.label == label]
             out[name] = sum(picked) / max(1, len(picked))
