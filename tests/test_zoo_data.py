@@ -15,6 +15,8 @@ from cdra.data.synthetic import (
     judgement_key_offsets,
     make_problem,
     make_problems,
+    problem_from_question,
+    process_correct,
     step_judgement_text,
     step_locally_correct,
 )
@@ -216,3 +218,14 @@ def test_step_judge_prompt_flattens_previous_steps():
     assert render_step_judge("genprm_step_judge_short", "Q?", steps, 0) == "Q: Q?\nPrev: none\nStep: Step 1: 3+4=7\nJudge:"
     assert render_step_judge("genprm_step_judge_short", "Q?", steps, 1) == (
         "Q: Q?\nPrev: Step 1: 3+4=7\nStep: Step 2: 7-2=5 The answer is 5.\nJudge:")
+
+
+def test_process_correctness_from_the_question_text():
+    problem = problem_from_question("Start with 7. Add 4. Multiply by 3.")
+    assert problem is not None and problem.answer == "33"
+    assert process_correct(problem, " Step 1: 7+4=11\nStep 2: 11*3=33\nThe answer is 33.")
+    assert not process_correct(problem, " Step 1: 7+4=10\nStep 2: 11*3=33\nThe answer is 33.")  # right answer, wrong step
+    assert not process_correct(problem, " Step 1: 7+4=11\nThe answer is 33.")  # a step missing
+    assert problem_from_question("What is 2+2?") is None
+    for p in make_problems(20, 3, zd.DEFAULT_SYNTHETIC, "test"):
+        assert problem_from_question(p.question).steps == p.steps

@@ -509,6 +509,27 @@ def judgement_key_offsets(text: str) -> list[int]:
     return sorted(keys)
 
 
+_QUESTION_RE = re.compile(r"Start with (\d+)\.((?: (?:Add|Subtract|Multiply by) \d+\.)*)$")
+_OP_RE = re.compile(r"(Add|Subtract|Multiply by) (\d+)\.")
+_WORD_OPS = {word: op for op, word in OP_WORDS.items()}
+
+
+def problem_from_question(question: str) -> ArithmeticProblem | None:
+    """The synthetic problem a question text states (None if it is not one of this task's)."""
+    m = _QUESTION_RE.fullmatch(question.strip())
+    if m is None:
+        return None
+    ops = tuple((_WORD_OPS[word], int(n)) for word, n in _OP_RE.findall(m.group(2)))
+    return make_problem(int(m.group(1)), ops) if ops else None
+
+
+def process_correct(problem: ArithmeticProblem, response: str) -> bool:
+    """Process accuracy's ground truth: the response writes exactly the problem's number of
+    steps and every one is right (`judge_steps`). The final answer line is not looked at."""
+    steps = parse_steps(response)
+    return len(steps) == len(problem.steps) and all(judge_steps(problem, steps))
+
+
 # ----------------------------------------------------------------------------------------------
 # TaskExamples
 
