@@ -30,7 +30,7 @@ CRITIC_DIR = "critic"  # where an lm+value export writes the critic, inside the 
 @dataclass
 class PolicyValueOutput(ModelOutput):
     logits: torch.Tensor | None = None  # (batch, seq, vocab), the policy's
-    values: torch.Tensor | None = None  # (batch, seq), the critic's value of each prefix
+    state_values: torch.Tensor | None = None  # (batch, seq), the critic's value of each prefix ("values" would shadow dict.values, which DeepSpeed walks)
 
 
 class ActorCritic(torch.nn.Module):
@@ -44,13 +44,17 @@ class ActorCritic(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PolicyValueOutput:
         logits = self.policy(input_ids=input_ids, attention_mask=attention_mask).logits
         values = self.critic(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
-        return PolicyValueOutput(logits=logits, values=values)
+        return PolicyValueOutput(logits=logits, state_values=values)
 
 
 def _classifier(path: str, num_labels: int, dtype: torch.dtype, seed: int) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    config = AutoConfig.from_pretrained(path, num_labels=num_labels, classifier_dropout=0.0)
+    config = AutoConfig.from_pretrained(path, num_labels=num_labels)
+    # no dropout before the score (transformers' default is 0.1): a critic's or PRM's loss, and so
+    # its gradient, must be a function of the batch. Set as an attribute: Qwen2Config's
+    # constructor drops the keyword, and the saved config then keeps it.
+    config.classifier_dropout = 0.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # a checkpoint with another label count (a PRM as a critic) keeps its trunk, gets a new score

@@ -125,7 +125,7 @@ def label_logprobs(engine: torch.nn.Module, mb: dict[str, torch.Tensor]) -> torc
 
 def label_values(engine: torch.nn.Module, mb: dict[str, torch.Tensor]) -> torch.Tensor:
     """The critic's value of each label position's prefix (an lm+value model)."""
-    return engine(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).values.float()
+    return engine(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).state_values.float()
 
 
 def ppo_targets(batch: dict[str, torch.Tensor], old_values: torch.Tensor, objective: Objective) -> dict[str, torch.Tensor]:
@@ -177,7 +177,7 @@ def _token_loss(engine: torch.nn.Module, mb: dict[str, torch.Tensor], objective:
     else:
         if objective.kind == "ppo":
             per_token, extra = compute_token_clip_loss(mb["advantages"], logp, mb["old_logprobs"], objective.cliprange)
-            value_loss = clipped_value_losses(out.values.float(), mb["old_values"], mb["returns"], objective.value_clip)
+            value_loss = clipped_value_losses(out.state_values.float(), mb["old_values"], mb["returns"], objective.value_clip)
             per_token = per_token + objective.vf_coef * value_loss
             metrics["value_loss"] = float(masked_mean(value_loss.detach(), mask))
         else:
