@@ -20,7 +20,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -258,7 +258,7 @@ class LearnerWorker:
         return self._per_label(batch, objectives.label_values)
 
     @torch.no_grad()
-    def _per_label(self, batch: dict[str, torch.Tensor], score) -> torch.Tensor:
+    def _per_label(self, batch: dict[str, torch.Tensor], score: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         self.engine.eval()
         out = torch.zeros(batch["labels"].shape, dtype=torch.float32)
         rows = torch.arange(batch["input_ids"].shape[0])
