@@ -79,6 +79,17 @@ def test_step_dpo_scores_only_where_the_responses_diverge():
     assert float(loss.detach()) == pytest.approx(expected, abs=1e-5)
 
 
+def test_step_dpo_equals_dpo_with_the_shared_prefix_in_the_prompt():
+    model = Bigram(seed=1)
+    step = Sample(prompt_ids=[1, 2], response_ids=[3, 4, 5, 6], rejected_ids=[3, 4, 9, 10], ref_logprobs=[-9.0, -9.0, -0.5, -0.1],
+                  rejected_ref_logprobs=[-7.0, -7.0, -3.0, -1.0])
+    moved = Sample(prompt_ids=[1, 2, 3, 4], response_ids=[5, 6], rejected_ids=[9, 10], ref_logprobs=[-0.5, -0.1],
+                   rejected_ref_logprobs=[-3.0, -1.0])
+    skip, _ = objectives.compute_loss(model, collate([step], 0), Objective(kind="dpo", shared_prefix="skip"))
+    plain, _ = objectives.compute_loss(model, collate([moved], 0), Objective(kind="dpo"))
+    assert float(skip.detach()) == pytest.approx(float(plain.detach()), abs=1e-6)
+
+
 def test_diverging_masks_exact():
     labels_c = torch.tensor([[0, 3, 4, 5, 6, 0], [0, 3, 4, 0, 0, 0]])
     mask_c = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0]])
