@@ -160,6 +160,9 @@ def test_timeouts_and_failures_score_zero_are_counted_and_the_engine_carries_on(
     scored = judge.score_prompts([too_long, prompts[0]], parse=lambda j: 1.0)
     assert scored[0].score == 0.0 and "max_model_len" in scored[0].error
     assert scored[1].score == 1.0 and scored[1].error is None  # the engine is free again after the aborts
+    sampled = judge.judge(prompts[:2], JudgeSettings(SamplingConfig(temperature=1.0, max_tokens=8, logprobs=False), n=3, top_logprobs=2))
+    assert [len(r) for r in sampled] == [3, 3]  # N judgements per prompt, each with its own top-k table
+    assert all(len(j.top_logprobs) == len(j.token_ids) and all(len(t) >= 2 for t in j.top_logprobs) for r in sampled for j in r)
     raising = judge.score_prompts([prompts[0]], parse=lambda j: math.log(-1.0))
     assert raising[0].score == 0.0 and "ValueError" in raising[0].error
     assert judge.counts["errors"] == counts["errors"] + 2
