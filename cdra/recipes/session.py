@@ -35,7 +35,7 @@ from cdra.recipes.common import (
     set_rng_states,
     write_driver_state,
 )
-from cdra.recipes.evaluate import answer_extractor, evaluate_policy
+from cdra.recipes.evaluation import answer_extractor, evaluate_policy
 from cdra.runtime.cluster import init_ray
 from cdra.runtime.objectives import Objective
 from cdra.runtime.replay import ReplayStore
