@@ -142,3 +142,28 @@ def test_roles_start_together_and_a_failed_start_frees_everything(ray_local):
         start_roles([ActorPool("judge", 2, build_then_fail, num_cpus=0.5), ActorPool("other", 1, build_slowly, num_cpus=0.5)])
     assert len(started) == 2 and not any(_alive(a) for a in started)
     assert _free_cpus_return_to(total)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_reference_placed_with_learner_rank_0(ray_local):
+    from cdra.algos.experience import Sample
+    from cdra.models.tiny import build_tiny_model
+    from cdra.runtime.reference import ReferenceModel
+    from cdra.runtime.roles import PolicyModel
+
+    path = str(build_tiny_model())
+    total = ray.available_resources().get("CPU")
+    roles = start_roles([Learners(LearnerConfig(num_ranks=1, micro_batch_size=2)), Reference(placement="learner", gpus=0.5)],
+                        PolicyModel(path, pad_id=0))
+    try:
+        assert "reference" not in roles.placement.roles  # no bundle of its own: one bundle, rank 0's, holds both
+        assert ray.available_resources().get("CPU") == pytest.approx(total - 1.0)
+        rank0, reference = roles["learner"].workers[0], roles["reference"]
+        assert ray.get(rank0.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())) == \
+            ray.get(reference.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()))
+        probe = Sample(prompt_ids=[5, 6, 7], response_ids=[8, 9])
+        assert ray.get(reference.logprobs.remote([probe]))[0] == pytest.approx(ReferenceModel(path, 0).logprobs([probe])[0], abs=1e-5)
+    finally:
+        roles.close()
+    assert _free_cpus_return_to(total)

@@ -15,6 +15,7 @@ from cdra.data.loaders import DatasetSpec, load_dataset_spec
 from cdra.data.prompts import PROMPTS
 from cdra.runtime.cluster import RoleResources
 from cdra.runtime.learner import LearnerConfig
+from cdra.runtime.roles import Reference
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 
 
@@ -36,6 +37,21 @@ class RunConfig:
         check(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
         check(self.eval_every >= 1, "eval_every must be >= 1")
         check(self.stop_after is None or self.stop_after >= 1, "stop_after must be >= 1 (or null)")
+
+
+@dataclass
+class ReferenceConfig:
+    """Where the KL anchor runs (`cdra.runtime.roles.Reference`)."""
+
+    placement: Literal["own", "learner"] = field(default="own", metadata={"help": "own: a bundle of its own (on a GPU cluster `gpus` of an accelerator, bf16); learner: beside learner rank 0, taking `gpus` of its accelerator"})
+    gpus: float = field(default=1.0, metadata={"help": "its accelerator share on a GPU cluster (placement=learner: of rank 0's, in (0, 1))"})
+
+    def validate(self) -> None:
+        check(self.gpus > 0, f"reference.gpus must be > 0, got {self.gpus}")
+        check(self.placement == "own" or self.gpus < 1, f"reference.placement=learner shares rank 0's accelerator: reference.gpus must be < 1, got {self.gpus}")
+
+    def role(self) -> Reference:
+        return Reference(placement=self.placement, gpus=self.gpus)
 
 
 class PromptStream:

@@ -40,6 +40,7 @@ from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.recipes.common import (
     Prepared,
+    ReferenceConfig,
     RunConfig,
     check_dataset,
     check_engine,
@@ -76,7 +77,7 @@ from cdra.recipes.session import Session
 from cdra.rewards import critique_reward, parse_final_verdict
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
-from cdra.runtime.roles import FrozenEngines, Learners, PolicyEngines, Reference, RoleSpec, RuleVerifiers, plan
+from cdra.runtime.roles import FrozenEngines, Learners, PolicyEngines, RoleSpec, RuleVerifiers, plan
 from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
@@ -133,6 +134,7 @@ class CritiqueRLConfig:
     kl_coef: float = 0.01
     kl_kind: Literal["k1", "k2", "k3"] = "k1"
     kl_in: Literal["reward", "loss"] = field(default="reward", metadata={"help": "reward: -kl_coef * KL to the anchor as a per-token reward, summed to go and added to the normalized advantage (OpenRLHF's RLOO); loss: kl_kind as a loss term (k2 or k3 only)"})
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     eval: CritiqueEvalConfig = field(default_factory=CritiqueEvalConfig)
 
     def validate(self) -> None:
@@ -286,7 +288,7 @@ def roles_of(config: CritiqueRLConfig, actor_path: str) -> list[RoleSpec]:
     return [PolicyEngines(config.critic_engine, config.num_critic_workers), Learners(config.learner),
             FrozenEngines(FROZEN_ACTOR, actor_path, config.actor_engine, config.num_actor_workers),
             RuleVerifiers(resolve_verifier_name(config.verifier, config.train_data), config.num_scorers, config.verifier_timeout_s),
-            *([Reference()] if config.kl_coef > 0 else [])]
+            *([config.reference.role()] if config.kl_coef > 0 else [])]
 
 
 def prepare(config: CritiqueRLConfig) -> Prepared:

@@ -23,6 +23,7 @@ from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.recipes.common import (
     Prepared,
+    ReferenceConfig,
     RunConfig,
     check_dataset,
     check_engine,
@@ -39,7 +40,7 @@ from cdra.recipes.session import Session
 from cdra.runtime.groups import RolloutJob
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
-from cdra.runtime.roles import Learners, PolicyEngines, Reference, RoleSpec, RuleVerifiers, plan
+from cdra.runtime.roles import Learners, PolicyEngines, RoleSpec, RuleVerifiers, plan
 from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem
 
@@ -78,6 +79,7 @@ class GRPOConfig:
     length_normalization: Literal["mean", "constant"] = "mean"
     kl_coef: float = 0.0
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     mode: Literal["sync", "async"] = "sync"
     max_staleness: int = 1
     async_is_cap: float = 2.0
@@ -118,7 +120,7 @@ def roles_of(config: GRPOConfig) -> list[RoleSpec]:
     """The policy's engines and learner group, the verifiers, and with a KL term the reference."""
     return [PolicyEngines(config.rollout, config.num_rollout_workers), Learners(config.learner),
             RuleVerifiers(config.verifier, config.num_scorers, config.verifier_timeout_s),
-            *([Reference()] if config.kl_coef > 0 else [])]
+            *([config.reference.role()] if config.kl_coef > 0 else [])]
 
 
 def prepare(config: GRPOConfig) -> Prepared:
