@@ -1,7 +1,8 @@
 """Connecting to Ray, reserving resources for a run's actors, and choosing listen addresses.
 
 `python jobs/X.py` starts a local Ray instance; under `ray job submit` (RAY_ADDRESS set) the
-same call joins the cluster. Every actor of a run is placed in one placement group, so a run
+same call joins the cluster. Every actor of a run is placed in one placement group (its roles,
+`cdra.runtime.roles`), so a run
 either gets all its engines and learner ranks or fails with what it needs and what there is;
 `strategy=SPREAD` puts them on different nodes.
 """
@@ -93,9 +94,9 @@ def fit_plan(roles: dict[str, RoleResources], nodes: list[dict[str, float]]) -> 
 
     CPUs are logical for cdra's actors (each engine and learner pins its own thread count), so
     on a 2-core machine 2 engines and 2 learner ranks can share the cores. A token claim, not a
-    proportional share, leaves room for a job's later placement groups (Critique-RL's frozen
-    actor engines come after the session's). GPUs and custom resources are physical and never
-    reduced. `nodes` holds each alive node's total resources. Returns (fitted roles, a note on
+    proportional share, leaves room for other placement groups on the same cluster (another
+    job's, or one a test or tool places beside a run). GPUs and custom resources are physical
+    and never reduced. `nodes` holds each alive node's total resources. Returns (fitted roles, a note on
     what was changed or None); raises PlacementError naming what the plan needs and what the
     cluster has when it cannot fit.
     """
