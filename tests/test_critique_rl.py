@@ -15,7 +15,7 @@ from cdra.config import load_config
 from cdra.data.example import TaskExample
 from cdra.recipes import critique_rl
 from cdra.recipes.common import load_examples, synthetic_spec
-from cdra.recipes.evaluate import critique_fields
+from cdra.recipes.critique_support import critique_fields
 from cdra.runtime.reference import ReferenceModel
 from cdra.runtime.replay import load_export
 from cdra.runtime.tracking import read_metrics

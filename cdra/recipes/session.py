@@ -1,8 +1,9 @@
-"""A recipe's runtime for one run: starts the actors, drives steps, logs, checkpoints, resumes.
+"""A recipe's runtime for one run: starts its roles, drives steps, logs, checkpoints, resumes.
 
 Recipes stay readable loops ("generate, score, learn") because everything around them lives
-here: resolving the model, placing actors, the replay store, weight sync after each update,
-evaluation, metrics, checkpoints and exact resume.
+here: resolving the model, starting the roles the recipe declares (`cdra.runtime.roles`: one
+placement group, closed together), the replay store, weight sync after each update, evaluation
+(`cdra.recipes.evaluation`), metrics, checkpoints and exact resume.
 """
 
 from __future__ import annotations
@@ -28,56 +29,36 @@ from cdra.recipes.common import (
     RunConfig,
     checkpoint_dir,
     latest_checkpoint,
+    resolve_actor,
+    resolve_model,
     rng_states,
-    session_roles,
     set_rng_states,
     write_driver_state,
 )
-from cdra.runtime.cluster import Placement, init_ray, on_gpu_cluster
-from cdra.runtime.groups import LearnerGroup, RolloutPool, WeightSync
-from cdra.runtime.learner import LearnerConfig
+from cdra.recipes.evaluation import answer_extractor, evaluate_policy
+from cdra.runtime.cluster import init_ray
 from cdra.runtime.objectives import Objective
-from cdra.runtime.reference import ReferenceModel
 from cdra.runtime.replay import ReplayStore
-from cdra.runtime.rollout import EngineConfig, SamplingConfig
-from cdra.runtime.scorer import ScoreItem, ScorerPool
+from cdra.runtime.roles import Learners, PolicyEngines, PolicyModel, Reference, RoleSpec, RuleVerifiers, start_roles
+from cdra.runtime.rollout import SamplingConfig
 from cdra.runtime.tracking import Tracker
 
-
-def resolve_model(model_path: str, zoo_checkpoint: str) -> str:
-    """An explicit HF directory (must exist), or the embedded default: the shipped zoo
-    checkpoint `zoo_checkpoint` (`cdra.models.zoo`), or an untrained tiny model when it is
-    "none" (SFT starts from scratch)."""
-    if model_path:
-        path = Path(model_path).expanduser()
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"model_path {model_path!r} is not an HF model directory (no config.json)")
-        return str(path)
-    if zoo_checkpoint == "none":
-        from cdra.models.tiny import build_tiny_model
-
-        return str(build_tiny_model())
-    from cdra.models.zoo import checkpoint_path
-
-    return checkpoint_path(zoo_checkpoint)
-
-
-def resolve_actor(actor_path: str) -> str:
-    """A Critique-RL actor: an explicit HF directory, or the zoo's refiner (the `steps` actor
-    that also learned to revise an attempt given a critique)."""
-    return resolve_model(actor_path, "refiner")
+__all__ = ["Session", "resolve_actor", "resolve_model"]
 
 
 class Session:
+    """The recipe-facing side of a run: its started roles (`rollouts`, `learners`, `scorers`,
+    `reference`, `sync`, and any other role as `roles[name]`), the replay store, the step
+    counter, evaluation, logging, checkpoints and resume."""
+
     def __init__(self) -> None:
         raise TypeError("use Session.start(...)")
 
     @classmethod
-    def start(cls, run: RunConfig, config: Any, *, model_path: str, zoo_checkpoint: str, engine: EngineConfig,
-              num_engines: int, learner: LearnerConfig, verifier: str, num_scorers: int = 2,
-              verifier_timeout_s: float = 10.0, with_reference: bool = False, replay_mode: str = "on_policy",
-              max_staleness: int = 0, prepared: Prepared | None = None) -> Session:
-        """`prepared`: the job's checked data and planned actors (from its `prepare`); its
+    def start(cls, run: RunConfig, config: Any, *, model_path: str, zoo_checkpoint: str, roles: list[RoleSpec],
+              replay_mode: str = "on_policy", max_staleness: int = 0, prepared: Prepared | None = None) -> Session:
+        """Start `roles` (see `cdra.runtime.roles`) for the policy `model_path` (empty: the zoo
+        checkpoint `zoo_checkpoint`). `prepared`: the job's checked data (from its `prepare`); its
         skipped-row counts go into every step's metrics and the summary."""
         self = object.__new__(cls)
         self.run = run
@@ -93,27 +74,29 @@ class Session:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.eos_id = self.tokenizer.eos_token_id
-        gpu = 1.0 if on_gpu_cluster() else 0.0
-        roles = session_roles(num_engines, learner, num_scorers, with_reference, gpu=gpu, engine_gpus=engine.gpus_per_engine(gpu > 0))
-        self.placement = Placement(roles, strategy=run.placement_strategy)
-        opts = lambda role: [self.placement.options(role, i) for i in range(roles[role].count)]  # noqa: E731
-        self.rollouts = RolloutPool(dataclasses.replace(engine, model_path=self.model_path), num_engines, opts("rollout"))
-        self.learners = LearnerGroup(dataclasses.replace(learner, model_path=self.model_path, seed=run.seed), self.pad_id, opts("learner"))
-        self.sync = WeightSync(self.learners, self.rollouts)  # also re-joins restarted engines
-        self.scorers = ScorerPool(verifier, num_scorers, verifier_timeout_s, opts("scorer"))
-        self.reference = None
-        if with_reference:
-            self.reference = ray.remote(ReferenceModel).options(**self.placement.options("reference", 0)).remote(self.model_path, self.pad_id)
-        self.replay = ReplayStore.remote(mode=replay_mode, max_staleness=max_staleness, keep_history=True)
-        self.step = 0
-        self.version = 0
-        self.stream: PromptStream | None = None
-        self.uncollected_prompts = 0  # drawn from the stream for steps not collected yet (async)
-        self.final_metrics: dict[str, float] = {}
-        self.first_eval: dict[str, float] = {}
-        resumed = self._maybe_resume()
-        self.tracker = Tracker(run.output_dir, Path(run.output_dir).name, to_dict(config), use_wandb=run.use_wandb,
-                               wandb_mode=run.wandb_mode, resume_step=self.step if resumed else None)
+        self.roles = start_roles(roles, PolicyModel(self.model_path, self.pad_id, run.seed), run.placement_strategy)
+        self.specs = roles
+        self.replay = None
+        try:
+            self.rollouts = self.roles.of_kind(PolicyEngines, roles)
+            self.learners = self.roles.of_kind(Learners, roles)
+            self.scorers = self.roles.of_kind(RuleVerifiers, roles)
+            self.reference = self.roles.of_kind(Reference, roles)
+            self.sync = self.roles.sync
+            self.verifier = next((s.verifier for s in roles if isinstance(s, RuleVerifiers)), "")
+            self.replay = ReplayStore.remote(mode=replay_mode, max_staleness=max_staleness, keep_history=True)
+            self.step = 0
+            self.version = 0
+            self.stream: PromptStream | None = None
+            self.uncollected_prompts = 0  # drawn from the stream for steps not collected yet (async)
+            self.final_metrics: dict[str, float] = {}
+            self.first_eval: dict[str, float] = {}
+            resumed = self._maybe_resume()
+            self.tracker = Tracker(run.output_dir, Path(run.output_dir).name, to_dict(config), use_wandb=run.use_wandb,
+                                   wandb_mode=run.wandb_mode, resume_step=self.step if resumed else None)
+        except BaseException:
+            self._free()
+            raise
         return self
 
     # ------------------------------------------------------------------ helpers for recipes
@@ -172,26 +155,20 @@ class Session:
 
     def evaluate(self, examples: list[TaskExample], template: str, sampling: SamplingConfig, tag: str = "eval",
                  samples: int = 0) -> dict[str, float]:
-        """Mean reward and format rate of the current policy on held-out examples: greedy
-        (``{tag}/reward``), and with ``samples > 0`` also over that many samples per example at
-        ``sampling``'s temperature (``{tag}/sampled_reward``: the quantity RL maximizes)."""
+        """The current policy on held-out examples (`cdra.recipes.evaluate.evaluate_policy`):
+        greedy (``{tag}/reward``, ``{tag}/accuracy``, ``{tag}/format``), and with ``samples > 0``
+        also that many samples per example at ``sampling``'s temperature (``{tag}/sampled_reward``:
+        the quantity RL maximizes, ``{tag}/pass@k``, ``{tag}/maj@k``)."""
         self.sync_engines()
         prompts = [self.encode(self.prompt(template, e)) for e in examples]
-        greedy = dataclasses.replace(sampling, temperature=0.0, seed=None)
-        out = self._mean_reward(examples, self.rollouts.generate(prompts, greedy, n=1), tag, "")
-        if samples > 0 and sampling.temperature > 0:
-            sampled = dataclasses.replace(sampling, seed=self.run.seed)
-            out.update(self._mean_reward(examples, self.rollouts.generate(prompts, sampled, n=samples), tag, "sampled_"))
+        sampled = dataclasses.replace(sampling, seed=self.run.seed) if samples > 0 and sampling.temperature > 0 else None
+        report = evaluate_policy(self.rollouts, self.scorers, prompts, examples, dataclasses.replace(sampling, temperature=0.0, seed=None),
+                                 sampled, samples, pass_k=sorted({1, samples}) if sampled else [], maj_k=[samples] if sampled else [],
+                                 answer_of=answer_extractor(self.verifier), tag=tag)
         if not self.first_eval:
-            self.first_eval = dict(out)
-            print(f"[cdra] {tag} before training: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
-        return out
-
-    def _mean_reward(self, examples: list[TaskExample], groups: list, tag: str, prefix: str) -> dict[str, float]:
-        items = [ScoreItem(c.text, e.answer) for e, group in zip(examples, groups) for c in group]
-        results = self.scorers.score(items)
-        return {f"{tag}/{prefix}reward": sum(r.score for r in results) / len(results),
-                f"{tag}/{prefix}format": sum(r.details.get("format_reward", 0.0) for r in results) / len(results)}
+            self.first_eval = dict(report.metrics)
+            print(f"[cdra] {tag} before training: " + ", ".join(f"{k} {v:.3f}" for k, v in report.metrics.items()))
+        return report.metrics
 
     def finish_step(self, metrics: dict[str, float], evaluation: Callable[[], dict[str, float]] | None = None) -> bool:
         """Log the step (evaluating when due), checkpoint when due; True if it evaluated."""
@@ -274,7 +251,12 @@ class Session:
             summary = {**{f"{k}_before": v for k, v in self.first_eval.items()}, **self.final_metrics}
             (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         finally:  # also after a failed step (e.g. a dead learner rank): free the actors and their bundles
-            for actor in self.rollouts.workers + self.learners.workers + self.scorers.actors + [self.replay] + ([self.reference] if self.reference else []):
-                ray.kill(actor, no_restart=True)
-            self.placement.release()
+            self._free()
         return summary
+
+    def _free(self) -> None:
+        try:
+            if self.replay is not None:
+                ray.kill(self.replay, no_restart=True)
+        finally:
+            self.roles.close()

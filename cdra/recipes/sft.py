@@ -41,12 +41,12 @@ from cdra.recipes.common import (
     check_sampling,
     check_verifier,
     load_examples,
-    session_roles,
     synthetic_spec,
 )
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
+from cdra.runtime.roles import Learners, PolicyEngines, RoleSpec, RuleVerifiers, plan
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 
 R1_TEMPLATES = ("r1_zero", "r1_short")
@@ -101,7 +101,13 @@ def prepare(config: SFTConfig) -> Prepared:
     evaluation = load_examples(config.eval_data, "eval_data") if config.evaluate else []
     check_verifier(eval_verifier(config, evaluation), "verifier")
     data = {"train_data": train, **({"eval_data": evaluation} if config.evaluate else {})}
-    return Prepared(data, session_roles(config.num_rollout_workers, config.learner, config.num_scorers, False, gpu=1.0))
+    return Prepared(data, plan(roles_of(config, config.learner, eval_verifier(config, evaluation)), gpu=True))
+
+
+def roles_of(config: SFTConfig, learner: LearnerConfig, verifier: str) -> list[RoleSpec]:
+    """The learner, and the engines and verifiers of its evaluation (synced before each one)."""
+    return [PolicyEngines(config.rollout, config.num_rollout_workers), Learners(learner),
+            RuleVerifiers(verifier, config.num_scorers, config.verifier_timeout_s)]
 
 
 # ----------------------------------------------------------------------------- training targets
@@ -195,8 +201,7 @@ def start_session(config: SFTConfig, total: int, verifier: str = "r1_zero") -> S
     """The SFT run's actors; a cosine lr schedule spans ``total`` steps unless set explicitly."""
     learner = dataclasses.replace(config.learner, total_steps=config.learner.total_steps or total)
     return Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="none",
-                         engine=config.rollout, num_engines=config.num_rollout_workers, learner=learner,
-                         verifier=verifier, num_scorers=config.num_scorers, verifier_timeout_s=config.verifier_timeout_s)
+                         roles=roles_of(config, learner, verifier))
 
 
 def response_tokens(session: Session, pair: SFTPair, emphasis_weight: float) -> tuple[list[int], list[float] | None]:
@@ -248,5 +253,8 @@ def run(config: SFTConfig) -> dict[str, float]:
     session = start_session(config, total_steps(config, len(pairs)), eval_verifier(config, evaluation))
     sampling = dataclasses.replace(config.sampling, stop=list(config.sampling.stop) or list(get_prompt(config.prompt_template).stop))
     evaluate = (lambda: session.evaluate(evaluation, config.prompt_template, sampling)) if config.evaluate else None
-    fit(session, config, pairs, evaluate)
-    return session.close()
+    try:
+        fit(session, config, pairs, evaluate)
+    finally:
+        summary = session.close()
+    return summary

@@ -23,6 +23,7 @@ from cdra.recipes.common import RunConfig, load_examples, synthetic_spec
 from cdra.recipes.session import Session
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
+from cdra.runtime.roles import Learners, PolicyEngines, RuleVerifiers
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem
 
@@ -47,9 +48,8 @@ class MinRecipeConfig:
 
 
 def run(config: MinRecipeConfig) -> dict[str, float]:
-    session = Session.start(config.run, config, model_path=config.model_path, warm_start_task="r1",
-                            engine=config.rollout, num_engines=1, learner=config.learner,
-                            verifier=config.verifier, num_scorers=1)
+    roles = [PolicyEngines(config.rollout, 1), Learners(config.learner), RuleVerifiers(config.verifier, 1)]
+    session = Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="r1", roles=roles)
     stream = session.prompt_stream(load_examples(config.train_data, "train_data"))
     held_out = load_examples(config.eval_data, "eval_data")
     objective = Objective(kind="policy_gradient", loss_type="reinforce_with_baseline")
