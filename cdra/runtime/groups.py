@@ -19,12 +19,14 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from cdra.algos.experience import Sample
+from cdra.rewards.judging import JudgeError, Judgement
 from cdra.runtime.learner import LearnerConfig, LearnerWorker
 from cdra.runtime.objectives import Objective
 from cdra.runtime.rollout import Completion, EngineConfig, RolloutWorker, SamplingConfig
 from cdra.runtime.weight_sync import sync_ranks
 
 _RESTART_WAIT_S = 600.0  # a restarting engine reloads its model; vLLM on CPU takes ~30-60 s
+_JUDGE_GRACE_S = 30.0  # past its own time limit, how long a judge engine may take to answer at all
 
 
 class LearnerDiedError(RuntimeError):
@@ -156,6 +158,52 @@ class RolloutPool:
 
     def versions(self) -> list[int]:
         return ray.get([w.weight_version.remote() for w in self.workers])
+
+    def judge(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1, top_logprobs: int = 0,
+              time_limit_s: float = 60.0, grace_s: float = _JUDGE_GRACE_S) -> list[list[Judgement] | JudgeError]:
+        """Judge calls (`RolloutWorker.judge`): one chunk per live engine, each within
+        `time_limit_s`; every prompt gets its judgements or a `JudgeError`, nothing raises.
+
+        An engine that dies, comes back holding other weights than the pool's version, or does
+        not answer `grace_s` after the limit (killed here; Ray restarts it) is marked down, and
+        the next call first brings it back with the current weights.
+        """
+        if not prompts:
+            return []
+        if self.down:
+            self.recover()
+        live = self._live()
+        parts = min(len(live), len(prompts))
+        bounds = [round(i * len(prompts) / parts) for i in range(parts + 1)]
+        calls = {}
+        for k in range(parts):
+            chunk = prompts[bounds[k] : bounds[k + 1]]
+            calls[self.workers[live[k]].judge.remote(chunk, sampling, n, top_logprobs, time_limit_s)] = (bounds[k], len(chunk), live[k])
+        results: list[list[Judgement] | JudgeError] = [JudgeError("error", "not judged")] * len(prompts)
+        done, late = ray.wait(list(calls), num_returns=len(calls), timeout=time_limit_s + grace_s)
+        for ref in done:
+            start, size, worker = calls[ref]
+            try:
+                out = ray.get(ref)
+            except RayActorError as e:
+                self._mark_down(worker)
+                out = {"results": [JudgeError("error", f"judge engine {worker} died ({type(e).__name__})")] * size, "version": self.version}
+            except RayTaskError as e:
+                cause = getattr(e, "cause", e)
+                out = {"results": [JudgeError("error", f"judge engine {worker} raised {type(cause).__name__}: {cause}")] * size,
+                       "version": self.version}
+            if out["version"] != self.version:
+                self._mark_down(worker)
+                self.counts["stale"] += 1
+                out["results"] = [JudgeError("error", f"judge engine {worker} held weights v{out['version']}, expected v{self.version}")] * size
+            results[start : start + size] = out["results"]
+        for ref in late:
+            start, size, worker = calls[ref]
+            ray.kill(self.workers[worker], no_restart=False)
+            self._mark_down(worker)
+            results[start : start + size] = [JudgeError("timeout", f"judge engine {worker} gave no answer {grace_s:g}s past the "
+                                                       f"{time_limit_s:g}s limit; restarted")] * size
+        return results
 
 
 def wait_alive(actor: Any, what: str, method: str = "sync_state", timeout_s: float = _RESTART_WAIT_S) -> Any:

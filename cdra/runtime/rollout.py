@@ -25,6 +25,7 @@ class EngineConfig:
     enforce_eager: bool = True
     seed: int = 0
     tensor_parallel_size: int = 1  # GPUs per engine (vLLM tensor parallelism); 1 on CPU
+    max_logprobs: int = 20  # the largest top-k of log-probs a judge call may ask for
 
     def validate(self) -> None:
         if self.max_model_len < 16:
@@ -63,6 +64,16 @@ class Completion:
     text: str
     finish_reason: str
     policy_version: int
+
+
+def _judgement(output: Any, top_logprobs: int) -> Any:
+    """A vLLM CompletionOutput as a `Judgement` (log-probs as plain {token id: log-prob})."""
+    from cdra.rewards.judging import Judgement
+
+    table = None
+    if top_logprobs > 0 and output.logprobs is not None:
+        table = [{int(t): float(lp.logprob) for t, lp in position.items()} for position in output.logprobs]
+    return Judgement(output.text, list(output.token_ids), table, str(output.finish_reason))
 
 
 def engine_env(config: EngineConfig) -> dict[str, str]:
@@ -105,6 +116,7 @@ class RolloutWorker:
             worker_extension_cls="cdra.runtime.weight_sync.WeightReceiverExtension",
             disable_log_stats=True,
             tensor_parallel_size=config.tensor_parallel_size,
+            max_logprobs=config.max_logprobs,
             # Inside a Ray placement group vLLM would choose its Ray executor and ask for GPU
             # bundles of its own; this actor already holds the engine's GPUs, so use processes.
             distributed_executor_backend="mp" if config.tensor_parallel_size > 1 else None,
@@ -114,6 +126,7 @@ class RolloutWorker:
         self.version = 0
         self.sync_generation: int | None = None
         self.generated_tokens = 0
+        self.judge_calls = 0
 
     def ready(self) -> int:
         return self.worker_index
@@ -180,6 +193,51 @@ class RolloutWorker:
 
     def weight_version(self) -> int:
         return self.version
+
+    # judging -----------------------------------------------------------------
+
+    def judge(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1, top_logprobs: int = 0,
+              time_limit_s: float = 60.0) -> dict[str, Any]:
+        """`n` judgements per prompt, with the top-`top_logprobs` log-probs at every generated
+        position, within one time limit for the whole call.
+
+        Drives the engine step by step (what `LLM.generate` does inside) so that requests still
+        running at the deadline are aborted and the engine is free for the next call. Each
+        prompt's entry is its list of `Judgement`s, or a `JudgeError` (too long, timed out).
+        """
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        from cdra.rewards.judging import JudgeError, Judgement
+
+        started = time.perf_counter()
+        self.judge_calls += 1
+        engine = self.llm.llm_engine
+        results: list[list[Judgement] | JudgeError | None] = [None] * len(prompts)
+        live: dict[str, int] = {}
+        for i, ids in enumerate(prompts):
+            if len(ids) >= self.max_model_len:
+                results[i] = JudgeError("error", f"judge prompt has {len(ids)} tokens, max_model_len is {self.max_model_len}")
+                continue
+            params = SamplingParams(
+                n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+                max_tokens=min(sampling.max_tokens, self.max_model_len - len(ids)), min_tokens=sampling.min_tokens,
+                stop=list(sampling.stop) or None, include_stop_str_in_output=sampling.include_stop_str_in_output,
+                logprobs=top_logprobs if top_logprobs > 0 else None, output_kind=RequestOutputKind.FINAL_ONLY,
+            )
+            request_id = f"judge-{self.judge_calls}-{i}"
+            engine.add_request(request_id, {"prompt_token_ids": list(ids)}, params)
+            live[request_id] = i
+        deadline = time.monotonic() + time_limit_s
+        while live and time.monotonic() < deadline:
+            for out in engine.step():
+                if out.finished and out.request_id in live:
+                    results[live.pop(out.request_id)] = [_judgement(c, top_logprobs) for c in out.outputs]
+        if live:
+            engine.abort_request(list(live))
+            for i in live.values():
+                results[i] = JudgeError("timeout", f"judge timed out after {time_limit_s:g}s")
+        return {"results": results, "seconds": time.perf_counter() - started, "version": self.version}
 
     def param_checksum(self) -> float:
         return float(self.llm.collective_rpc("cdra_param_checksum")[0])

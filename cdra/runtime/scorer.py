@@ -3,8 +3,9 @@
 - `RuleScorer` actors run a verifier function (from `cdra.rewards` or `module:function`) in a
   worker process with one per-call time limit; a call that raises or overruns scores 0 and is
   counted (`errors`, `timeouts`), never crashes.
-- `JudgeScorer` asks a generative judge (its own vLLM engine, a `RolloutPool`) and parses its
-  text into scores; critic, PRM and self-judge recipes build on it.
+- `cdra.runtime.judge.JudgePool` serves generative judges (their own vLLM engines or the
+  policy's) and `cdra.runtime.prm_actor.PRMPool` a discriminative PRM; both return the same
+  `ScoreResult`s, with per-step scores and token spans.
 `ScorerPool` spreads items over several rule actors and keeps the input order.
 """
 
@@ -28,6 +29,8 @@ class ScoreItem:
     ground_truth: str
     prompt: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    response_ids: list[int] | None = None  # the policy's response tokens: step judges need them for spans
+    prompt_ids: list[int] | None = None  # the policy's prompt tokens: a discriminative PRM reads prompt + response
 
 
 @dataclass
@@ -35,7 +38,7 @@ class ScoreResult:
     score: float
     details: dict[str, float] = field(default_factory=dict)
     step_scores: list[float] | None = None
-    step_spans: list[tuple[int, int]] | None = None  # char spans in the response
+    step_spans: list[tuple[int, int]] | None = None  # token [start, end) of each step in the item's response_ids
     error: str | None = None
 
 
@@ -219,32 +222,3 @@ class ScorerPool:
             for k in total:
                 total[k] += s[k]
         return total
-
-
-class JudgeScorer:
-    """A generative judge: prompt builder + engine pool + parser -> scores.
-
-    `build_prompt(item) -> str`, `parse(judgement_text, item) -> ScoreResult`. Unparseable
-    judgements are the parser's call (recipes map them to 0 and count them).
-    """
-
-    def __init__(self, pool, tokenizer, build_prompt: Callable[[ScoreItem], str], parse: Callable[[str, ScoreItem], ScoreResult], sampling) -> None:
-        self.pool = pool
-        self.tokenizer = tokenizer
-        self.build_prompt = build_prompt
-        self.parse = parse
-        self.sampling = sampling
-        self.version = 0
-        self.unparsed = 0
-
-    def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
-        prompts = [self.tokenizer(self.build_prompt(it), add_special_tokens=False).input_ids for it in items]
-        groups = self.pool.generate(prompts, self.sampling, n=1)
-        results = []
-        for item, group in zip(items, groups):
-            result = self.parse(group[0].text, item)
-            if result.error:
-                self.unparsed += 1
-            result.details.setdefault("judge_tokens", float(len(group[0].response_ids)))
-            results.append(result)
-        return results
