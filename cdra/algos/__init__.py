@@ -5,7 +5,14 @@ docstring says otherwise.
 """
 
 from cdra.algos.advantages import gae, per_position_group_normalize, reward_to_go, rloo_advantages
-from cdra.algos.dpo import compute_per_instance_dpo_loss, dpo_loss, sequence_log_prob
+from cdra.algos.dpo import (
+    attach_reference_logprobs,
+    compute_per_instance_dpo_loss,
+    diverging_masks,
+    dpo_loss,
+    dpo_losses,
+    sequence_log_prob,
+)
 from cdra.algos.grpo import (
     LOSS_TYPES,
     compute_group_normalized_rewards,
@@ -24,8 +31,11 @@ from cdra.algos.value import (
     AGGREGATIONS,
     aggregate_step_scores,
     clipped_value_loss,
+    clipped_value_losses,
+    outcome_token_rewards,
     prm_step_loss,
     prm_step_scores,
+    prm_token_losses,
 )
 
 __all__ = [
@@ -62,12 +72,18 @@ __all__ = [
     "kl_penalized_rewards",
     # dpo
     "dpo_loss",
+    "dpo_losses",
+    "diverging_masks",
+    "attach_reference_logprobs",
     "compute_per_instance_dpo_loss",
     "sequence_log_prob",
     # value / prm
     "AGGREGATIONS",
     "clipped_value_loss",
+    "clipped_value_losses",
+    "outcome_token_rewards",
     "prm_step_loss",
+    "prm_token_losses",
     "prm_step_scores",
     "aggregate_step_scores",
 ]

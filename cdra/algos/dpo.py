@@ -1,19 +1,24 @@
-"""Direct preference optimization (sigmoid loss on summed response log probs)."""
+"""Direct preference optimization (sigmoid loss on summed response log probs).
+
+How a pair travels to the learner: see `cdra.algos.experience` (one `Sample` per pair).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from cdra.algos.experience import Sample, rejected_view
 from cdra.algos.logprobs import get_response_log_probs
 from cdra.algos.sft import encode_without_special_tokens
 
 if TYPE_CHECKING:  # transformers only as a type
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["dpo_loss", "compute_per_instance_dpo_loss", "sequence_log_prob"]
+__all__ = ["dpo_loss", "dpo_losses", "diverging_masks", "attach_reference_logprobs", "compute_per_instance_dpo_loss", "sequence_log_prob"]
 
 
 def dpo_loss(
@@ -33,6 +38,20 @@ def dpo_loss(
     Metadata (detached): ``chosen_rewards``, ``rejected_rewards`` (batch,), scalar ``accuracy``
     (fraction with r_c > r_r) and ``margin`` (mean r_c - r_r).
     """
+    losses, metadata = dpo_losses(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, label_smoothing)
+    return losses.mean(), metadata
+
+
+def dpo_losses(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-pair DPO losses (batch,) and the metadata of :func:`dpo_loss` (which is their mean):
+    a learner that normalizes over pairs of every rank needs the sum, not a local mean."""
     chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
     margins = chosen_rewards - rejected_rewards
@@ -45,7 +64,27 @@ def dpo_loss(
         "accuracy": (chosen_rewards > rejected_rewards).float().mean().detach(),
         "margin": margins.detach().float().mean(),
     }
-    return losses.mean(), metadata
+    return losses, metadata
+
+
+def diverging_masks(
+    chosen_labels: torch.Tensor,
+    chosen_mask: torch.Tensor,
+    rejected_labels: torch.Tensor,
+    rejected_mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step-DPO: the response masks with the prefix both responses share removed.
+
+    All inputs are (batch, seq) with both responses starting at the same position (one prompt).
+    A position belongs to the shared prefix while every response position up to it holds the
+    same token in both; from the first difference (or the end of the shorter response) on,
+    each response keeps its own mask. Returns float masks (chosen, rejected).
+    """
+    chosen, rejected = chosen_mask.bool(), rejected_mask.bool()
+    in_response = chosen | rejected
+    agree = ~in_response | (chosen & rejected & (chosen_labels == rejected_labels))
+    shared = torch.cumprod(agree.long(), dim=-1).bool() & in_response
+    return (chosen & ~shared).float(), (rejected & ~shared).float()
 
 
 def _device_of(model: Any) -> torch.device:
@@ -99,3 +138,14 @@ def compute_per_instance_dpo_loss(
         ref_r = sequence_log_prob(lm_ref, prompt_ids, rejected_ids).to(device)
     loss, _ = dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
     return loss
+
+
+def attach_reference_logprobs(pairs: list[Sample], logprobs_of: Callable[[list[Sample]], list[list[float]]]) -> list[Sample]:
+    """Fill `ref_logprobs` and `rejected_ref_logprobs` of DPO pairs, once, from `logprobs_of`
+    (samples -> per-response-token log-probs: `LearnerGroup.logprobs` before the first update,
+    whose weights are then the reference, or a `ReferenceModel`). Both sides go in one call."""
+    chosen = [Sample(prompt_ids=p.prompt_ids, response_ids=p.response_ids, prompt_id=p.prompt_id) for p in pairs]
+    scored = logprobs_of(chosen + [rejected_view(p) for p in pairs])
+    for i, pair in enumerate(pairs):
+        pair.ref_logprobs, pair.rejected_ref_logprobs = list(scored[i]), list(scored[len(pairs) + i])
+    return pairs

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from cdra.algos.masking import masked_mean
 
-__all__ = ["clipped_value_loss", "prm_step_loss", "prm_step_scores", "aggregate_step_scores", "AGGREGATIONS"]
+__all__ = ["clipped_value_loss", "clipped_value_losses", "outcome_token_rewards", "prm_step_loss", "prm_token_losses", "prm_step_scores", "aggregate_step_scores", "AGGREGATIONS"]
 
 Aggregation = Literal["prod", "min", "sum", "last"]
 AGGREGATIONS: tuple[str, ...] = ("prod", "min", "sum", "last")
@@ -27,13 +27,33 @@ def clipped_value_loss(
     v_clip = old_values + clamp(values - old_values, -clip_range, clip_range).
     ``clip_range=None`` gives the plain 0.5 * (v - R)^2.
     """
+    return masked_mean(clipped_value_losses(values, old_values, returns, clip_range), mask)
+
+
+def clipped_value_losses(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_range: float | None = 0.2,
+) -> torch.Tensor:
+    """Per-token PPO value loss 0.5 * max((v - R)^2, (v_clip - R)^2), same shape as ``values``."""
     unclipped = (values - returns).pow(2)
     if clip_range is None:
-        per_token = unclipped
-    else:
-        v_clip = old_values + (values - old_values).clamp(-clip_range, clip_range)
-        per_token = torch.maximum(unclipped, (v_clip - returns).pow(2))
-    return 0.5 * masked_mean(per_token, mask)
+        return 0.5 * unclipped
+    v_clip = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    return 0.5 * torch.maximum(unclipped, (v_clip - returns).pow(2))
+
+
+def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Dense rewards (batch, seq) holding each row's scalar reward (batch,) or (batch, 1) at its
+    last masked position and 0 elsewhere (a row with an empty mask gets nothing)."""
+    m = mask.bool()
+    positions = torch.arange(m.shape[-1], device=m.device).expand_as(m)
+    last = torch.where(m, positions, -1).amax(-1)
+    out = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
+    rows = torch.nonzero(last >= 0).squeeze(-1)
+    out[rows, last[rows]] = rewards.reshape(-1)[rows].float()
+    return out
 
 
 def prm_step_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -42,6 +62,18 @@ def prm_step_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     Labels equal to ``ignore_index`` are skipped. Mean over the remaining steps.
     """
     return F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
+
+
+def prm_token_losses(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Per-token cross entropy of class logits (..., K+1) against labels (...): 0 where the label
+    is ``ignore_index``. A label outside 0..K raises ValueError naming it."""
+    valid = labels != ignore_index
+    out_of_range = valid & ((labels < 0) | (labels >= logits.shape[-1]))
+    if out_of_range.any():
+        raise ValueError(f"PRM step label {int(labels[out_of_range][0])} is outside 0..{logits.shape[-1] - 1} "
+                         f"(the head has {logits.shape[-1]} classes)")
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long().clamp(min=0), reduction="none")
+    return torch.where(valid.reshape(-1), losses, 0.0).reshape(labels.shape)
 
 
 def prm_step_scores(logits: torch.Tensor, threshold_class: int = 2) -> torch.Tensor:

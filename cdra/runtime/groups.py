@@ -265,7 +265,8 @@ class LearnerGroup:
 
     def shard(self, samples: list[Sample]) -> list[list[Sample]]:
         """Equal-size contiguous shards; short shards are topped up with zero-weight copies so
-        every rank runs the same number of micro-batches (collectives must line up)."""
+        every rank runs the same number of micro-batches (collectives must line up). A copy
+        counts in no loss or normalizer (`objectives.loss_units`): the gradient is the batch's."""
         n = len(self.workers)
         size = -(-len(samples) // n)
         shards = [samples[i * size : (i + 1) * size] for i in range(n)]

@@ -4,6 +4,14 @@ The driver hands each rank a shard of collated samples and an `Objective` (which
 which knobs). The worker micro-batches the shard, accumulates gradients with DeepSpeed in
 caller-owned mode (one `engine.step()` per optimizer step, whatever the shard size), and
 returns metrics. Rank 0 also owns the weight broadcast to the rollout engines.
+
+Every micro-batch's loss is divided by the loss units (sequences, tokens or labelled steps, see
+`cdra.runtime.objectives`) of its whole optimizer step summed over all ranks, so the step's
+gradient is the full batch's whatever the sharding, micro-batching or filler rows.
+
+The model is built for `LearnerConfig.head` (`cdra.models.heads`): a causal LM, a causal LM with
+a critic (PPO), or a token classifier (PRM). Rollout engines receive the causal LM only;
+checkpoints and `save_pretrained` hold every part.
 """
 
 from __future__ import annotations
@@ -12,13 +20,14 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from cdra.algos.experience import Sample, collate, split_microbatches
+from cdra.models import heads
 from cdra.runtime import objectives
 from cdra.runtime.weight_sync import BucketSpec, broadcast_buckets, init_group, plan_buckets
 
@@ -39,6 +48,12 @@ class LearnerConfig:
     sync_bucket_mb: int = 16  # small enough that transfer and engine reload overlap (benchmarks/weight_sync.py)
     num_cpus_per_rank: float = 1.0
     extra_ds_config: dict[str, Any] = field(default_factory=dict)
+    # what is trained on top of the trunk (Objective.head names the one an objective needs):
+    # "lm", "lm+value" (PPO: + a critic started from `critic_path`, default model_path, e.g. a
+    # PRM directory) or "classifier" (PRM: a token classifier with `num_labels` = K+1 classes)
+    head: Literal["lm", "lm+value", "classifier"] = "lm"
+    num_labels: int = 2
+    critic_path: str = ""
     # "cosine": linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` * lr at
     # `total_steps` (the recipe sets it to its planned optimizer steps); "constant": lr throughout
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -58,6 +73,12 @@ class LearnerConfig:
             raise ValueError("lr_schedule=cosine needs total_steps >= 1")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        if self.head not in heads.HEADS:
+            raise ValueError(f"learner.head must be one of {heads.HEADS}, got {self.head!r}")
+        if self.head == "classifier" and self.num_labels < 2:
+            raise ValueError(f"learner.num_labels must be >= 2 (K+1 step classes) for head=classifier, got {self.num_labels}")
+        if self.critic_path and self.head != "lm+value":
+            raise ValueError(f"learner.critic_path applies to head=lm+value only (head is {self.head!r})")
 
 
 def lr_factor(step: int, config: LearnerConfig) -> float:
@@ -91,15 +112,15 @@ class LearnerWorker:
         if not self.on_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
-        from transformers import AutoModelForCausalLM
 
         _init_process_group(rank, config.num_ranks, master_addr, master_port, "nccl" if self.on_gpu else "gloo")
         deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", auto_mpi_discovery=False)  # adopts the group above
         torch.manual_seed(config.seed + rank)
         self.dtype = resolve_dtype(config.dtype, self.on_gpu)
-        model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=self.dtype)
+        model = self._build_model()
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            for part in model.children() if isinstance(model, heads.ActorCritic) else [model]:
+                part.gradient_checkpointing_enable()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
         # DeepSpeed steps the scheduler with every optimizer step and checkpoints its state
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
@@ -108,6 +129,10 @@ class LearnerWorker:
         self.device = self.engine.device
         self.version = 0
         self.sync_group = None
+
+    def _build_model(self) -> torch.nn.Module:
+        c = self.config
+        return heads.load_model(c.model_path, c.head, self.dtype, num_labels=c.num_labels, critic_path=c.critic_path, seed=c.seed)
 
     def _ds_config(self) -> dict[str, Any]:
         c = self.config
@@ -130,11 +155,16 @@ class LearnerWorker:
         """Run `objective.epochs` passes over the shard, split into `optimizer_steps` updates per pass."""
         if not samples:
             raise ValueError(f"learner rank {self.rank}: empty shard")
+        if objective.head != self.config.head:
+            raise ValueError(f"objective {objective.kind!r} trains head {objective.head!r}, but this learner was built with "
+                             f"learner.head={self.config.head!r}")
         started = time.perf_counter()
         self.engine.train()
         batch = collate(samples, self.pad_id)
         if objective.needs_old_logprobs:
             batch["old_logprobs"] = self._old_logprobs(batch, objective)
+        if objective.kind == "ppo":
+            batch.update(objectives.ppo_targets(batch, self.values_of_batch(batch), objective))
         totals: dict[str, float] = {}
         tokens = skipped = 0
         # the shuffle is a function of the optimizer step count, which a DeepSpeed checkpoint
@@ -150,6 +180,9 @@ class LearnerWorker:
                 micro = split_microbatches(part, self.config.micro_batch_size)
                 step_number = self.engine.global_steps + 1
                 bad = 0  # micro-batches of this step with a non-finite loss
+                # DeepSpeed averages gradients over ranks: x num_ranks makes it the global sum / units
+                units = self._sum_over_ranks(sum(objectives.loss_units(mb, objective) for mb in micro))
+                scale = self.config.num_ranks / max(units, 1)
                 for mb in micro:
                     mb = {k: v.to(self.device) for k, v in mb.items()}
                     loss, metrics = objectives.compute_loss(self.engine, mb, objective)
@@ -161,8 +194,7 @@ class LearnerWorker:
                     else:
                         for k, v in metrics.items():
                             totals[k] = totals.get(k, 0.0) + v * mb["input_ids"].shape[0]
-                    # each micro-batch weighs by its share of the step's rows
-                    self.engine.backward(loss * (mb["input_ids"].shape[0] / len(step_rows)), scale_wrt_gas=False)
+                    self.engine.backward(loss * scale, scale_wrt_gas=False)
                     tokens += int(mb["attention_mask"].sum())
                 bad_anywhere = self._sum_over_ranks(bad)
                 skipped += bad
@@ -217,16 +249,23 @@ class LearnerWorker:
             raise ValueError("old_logprobs_source=rollout but some samples carry no rollout logprobs")
         return batch["rollout_logprobs"]
 
-    @torch.no_grad()
     def logprobs_of_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-label log-probs under the current weights (old policy for PPO-style ratios)."""
+        return self._per_label(batch, objectives.label_logprobs)
+
+    def values_of_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The critic's per-label values under the current weights (PPO's old values)."""
+        return self._per_label(batch, objectives.label_values)
+
+    @torch.no_grad()
+    def _per_label(self, batch: dict[str, torch.Tensor], score: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         self.engine.eval()
         out = torch.zeros(batch["labels"].shape, dtype=torch.float32)
         rows = torch.arange(batch["input_ids"].shape[0])
         for idx in torch.split(rows, self.config.micro_batch_size):
             mb = {k: v[idx].to(self.device) for k, v in batch.items()}
-            lp = objectives.label_logprobs(self.engine, mb)
-            out[idx, : lp.shape[1]] = lp.float().cpu()
+            values = score(self.engine, mb)
+            out[idx, : values.shape[1]] = values.float().cpu()
         self.engine.train()
         return out
 
@@ -263,7 +302,7 @@ class LearnerWorker:
     def _bucket_flats(self, buckets: list[BucketSpec]) -> Iterator[torch.Tensor | None]:
         """One flat tensor per bucket, built when asked for: under ZeRO-3 only one bucket's
         parameters are gathered at a time (ranks other than 0 join each gather, then drop it)."""
-        params = dict(self.engine.module.named_parameters())
+        params = dict(heads.policy_of(self.engine.module).named_parameters())
         for bucket in buckets:
             group = [params[t.name] for t in bucket.tensors]
             with self._gathered(group):
@@ -271,7 +310,8 @@ class LearnerWorker:
             yield flat
 
     def weight_layout(self) -> list[BucketSpec]:
-        shapes = [(n, tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape), p.dtype) for n, p in self.engine.module.named_parameters()]
+        policy = heads.policy_of(self.engine.module)
+        shapes = [(n, tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape), p.dtype) for n, p in policy.named_parameters()]
         return plan_buckets(shapes, self.config.sync_bucket_mb << 20)
 
     def sync_backend(self) -> str:
@@ -314,16 +354,22 @@ class LearnerWorker:
         return client_state
 
     def save_pretrained(self, directory: str, tokenizer_path: str) -> None:
-        """Write an HF model directory (rank 0) that vLLM and transformers load directly."""
+        """Write HF model directories (rank 0) that transformers loads directly, and vLLM too
+        for the causal LM: `directory`, plus `directory/critic` (a token classifier) for
+        lm+value; a classifier head exports as AutoModelForTokenClassification."""
         named = self.named_weights()
         if self.rank != 0:
             return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(self.config.model_path, dtype=self.dtype)
-        model.load_state_dict(named, strict=False)
-        model.save_pretrained(directory, safe_serialization=True)
-        AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
+        model = self._build_model()
+        # tied weights (lm_head = embeddings) are one parameter, named once: strict would miss the alias
+        unexpected = model.load_state_dict(named, strict=False).unexpected_keys
+        if unexpected:
+            raise RuntimeError(f"save_pretrained: the learner holds weights its head has no place for: {unexpected[:3]}")
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        for written in heads.save_model(model, directory):
+            tokenizer.save_pretrained(written)
 
 
 def _zero_loss(module: torch.nn.Module) -> torch.Tensor:
