@@ -143,9 +143,13 @@ def test_dpo_gradient_matches_and_loss_falls(tiny_model, groups):
 
 
 def test_ppo_gradient_matches_loss_falls_and_critic_is_saved(tiny_model, groups, tmp_path):
-    from transformers import AutoModelForTokenClassification
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
     group = groups("lm+value")
+    # rollout engines receive the policy alone, under the causal LM's own parameter names
+    layout = group.get([group.workers[0].call.remote("weight_layout")], "weight layout")[0]
+    policy_names = [n for n, _ in AutoModelForCausalLM.from_pretrained(tiny_model).named_parameters()]
+    assert [t.name for bucket in layout for t in bucket.tensors] == policy_names
     samples = _ppo_samples()
     objective = Objective(kind="ppo", length_normalization="token_mean", vf_coef=1.0, value_clip=0.5)
     _assert_same_gradient(tiny_model, group, samples, objective)

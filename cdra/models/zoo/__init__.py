@@ -102,7 +102,7 @@ _register(ZooRecipe(name="r1", task="r1", steps=300))
 _register(ZooRecipe(name="steps", task="steps", steps=250))
 _register(ZooRecipe(name="critic", task="critic", init="steps", steps=800, mark_weight=20.0, stop_at_accuracy=0.7))
 _register(ZooRecipe(name="refiner", task="refiner", init="steps", steps=800, lr=1e-3, data_seed=1))
-_register(ZooRecipe(name="genprm", task="genprm", init="steps", steps=600, mark_weight=20.0, data_seed=2, num_examples=8000))
+_register(ZooRecipe(name="genprm", task="genprm", init="steps", steps=1500, mark_weight=20.0, data_seed=2, num_examples=8000))
 
 
 def checkpoint_dir(name: str, root: Path | None = None) -> Path:

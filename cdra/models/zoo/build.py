@@ -42,7 +42,10 @@ def sft_config(recipe: ZooRecipe, base: Path, work: Path) -> sft.SFTConfig:
     learner = LearnerConfig(num_ranks=1, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay,
                             micro_batch_size=recipe.batch_size, lr_schedule="cosine", warmup_steps=recipe.warmup_steps,
                             total_steps=recipe.steps, min_lr_ratio=recipe.min_lr_ratio)
-    return sft.SFTConfig(run=RunConfig(output_dir=str(work), seed=recipe.seed, use_wandb=False, eval_every=recipe.stop_check_every),
+    # checkpoint_every=0: a build is rerun, never resumed, and each checkpoint pickles the replay
+    # history kept so far (a 1500-step build spent more time checkpointing than training late on)
+    return sft.SFTConfig(run=RunConfig(output_dir=str(work), seed=recipe.seed, use_wandb=False, eval_every=recipe.stop_check_every,
+                                       checkpoint_every=0),
                          model_path=str(base), evaluate=False, num_scorers=1, num_rollout_workers=1,
                          rollout=EngineConfig(max_model_len=recipe.max_seq_len), learner=learner, steps=recipe.steps,
                          batch_size=recipe.batch_size, max_seq_len=recipe.max_seq_len)
