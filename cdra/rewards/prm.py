@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Iterable
 
-__all__ = ["parse_prm_score", "yes_probability", "mean_yes_probability"]
+__all__ = ["parse_prm_score", "yes_probability", "mean_yes_probability", "token_after"]
 
 _SCORE_LABEL_RE = re.compile(r"(?:\*\*)?SCORE(?:\*\*)?\s*:\s*(?:\*\*)?")
 _NUMBER_RE = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)")
@@ -58,3 +58,19 @@ def mean_yes_probability(pairs: Iterable[tuple[float | None, float | None]]) -> 
     """GenPRM step reward: `yes_probability` averaged over sampled judgements (0.5 if none)."""
     ps = [yes_probability(y, n) for y, n in pairs]
     return sum(ps) / len(ps) if ps else 0.5
+
+
+def token_after(token_texts: list[str], marker: str) -> int | None:
+    """Index of the first token after the last occurrence of ``marker`` in the concatenated
+    ``token_texts`` (a judgement's tokens, decoded one by one): where a GenPRM writes its Yes/No
+    after ``\\boxed{``. None if the marker is absent or nothing follows it."""
+    text = "".join(token_texts)
+    at = text.rfind(marker)
+    if at < 0:
+        return None
+    end, pos = at + len(marker), 0
+    for i, piece in enumerate(token_texts):
+        if pos >= end:
+            return i
+        pos += len(piece)
+    return None

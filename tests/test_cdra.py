@@ -1,0 +1,80 @@
+"""CDRA's pieces: advantages from judged steps, the judge's parse, process accuracy (pure)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cdra.recipes.cdra import CDRAConfig, group_advantages, process_accuracy, step_judge
+from cdra.rewards.judging import Judgement
+from cdra.rewards.prm import token_after
+from cdra.runtime.scorer import ScoreItem, ScoreResult
+
+
+def _judged(step_scores, spans):
+    return ScoreResult(sum(step_scores) / len(step_scores), step_scores=step_scores, step_spans=spans)
+
+
+def test_per_position_advantages_of_a_group_of_two():
+    # both responses: step 1 = tokens 0-1, step 2 = token 2; only step 2's score differs
+    config = CDRAConfig(group_size=2)
+    rows = [[1.0, 1.0, 1.0], [1.0, 1.0, -1.0]]
+    judged = [_judged([1.0, 1.0], [(0, 2), (2, 3)]), _judged([1.0, -1.0], [(0, 2), (2, 3)])]
+    adv = group_advantages(config, rows, judged, [ScoreResult(1.0)] * 2, [3, 3])
+    s = 1 / math.sqrt(2)
+    assert adv[0] == pytest.approx([0, 0, s], abs=1e-6) and adv[1] == pytest.approx([0, 0, -s], abs=1e-6)
+
+
+def test_step_return_advantages_spread_over_each_steps_tokens():
+    # the outcome (weight 1) joins the last step's score
+    config = CDRAConfig(group_size=2, advantage="step_return", outcome_weight=1.0)
+    judged = [_judged([1.0, 1.0], [(0, 2), (2, 3)]), _judged([1.0, -1.0], [(0, 1), (1, 3)])]
+    outcomes = [ScoreResult(1.0), ScoreResult(0.0)]
+    adv = group_advantages(config, [[0.0] * 4, [0.0] * 3], judged, outcomes, [4, 3])
+    # step returns: A [1 + 1 + 1, 1 + 1] = [3, 2]; B [1 - 1 + 0, -1 + 0] = [0, -1]
+    # step 0 over {3, 0}: +-1.5 / std(3 / sqrt 2) = +-1/sqrt 2; step 1 over {2, -1}: the same
+    s = 1 / math.sqrt(2)
+    assert adv[0] == pytest.approx([s, s, s, 0], abs=1e-6)  # token 3 (EOS) is in no step
+    assert adv[1] == pytest.approx([-s, -s, -s], abs=1e-6)
+
+
+def test_pers_genprm_parse_and_unparsed_judgements():
+    spec = step_judge(CDRAConfig(), judge_tokenizer=None)
+    assert spec.parse(Judgement(" **Reasoning:** ... **SCORE:** -1", [])) == -1.0
+    assert spec.parse(Judgement(" **Reasoning:** ... no score", [])) is None  # scored 0 and counted by the judge pool
+    assert spec.aggregate([None]) == 0.0
+    prompt = spec.build_prompt(ScoreItem("", "", metadata={"question": "Start with 1. Add 2."}), ["Step 1: 1+2=3"], 0)
+    assert prompt == "Q: Start with 1. Add 2.\nPrev: none\nStep: Step 1: 1+2=3\nJudge:"
+
+
+def test_token_after_finds_the_yes_no_position():
+    assert token_after(["The", " step", " is ", "\\boxed{", "Yes", "}"], "\\boxed{") == 4
+    assert token_after(["\\boxed{", "No", "} then \\boxed{", "Yes"], "\\boxed{") == 3  # the last box counts
+    assert token_after(["no box"], "\\boxed{") is None
+    assert token_after(["\\boxed{"], "\\boxed{") is None  # nothing generated after it
+
+
+def test_process_accuracy_from_records():
+    records = [
+        {"question": "Start with 7. Add 4. Subtract 3.", "greedy": " Step 1: 7+4=11\nStep 2: 11-3=8\nThe answer is 8.", "correct": True},
+        {"question": "Start with 7. Add 4. Subtract 3.", "greedy": " Step 1: 7+4=12\nStep 2: 11-3=8\nThe answer is 8.", "correct": True},
+        {"question": "Start with 1. Add 1. Add 1.", "greedy": " Step 1: 1+1=2\nStep 2: 2+1=3\nThe answer is 4.", "correct": False},
+        {"question": "not a synthetic question", "greedy": "4", "correct": True},
+    ]
+    assert process_accuracy(records) == {"process_accuracy": pytest.approx(2 / 3), "answer_and_process_accuracy": pytest.approx(1 / 3)}
+    assert process_accuracy(records[3:]) == {}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"step_weight": 0.0, "outcome_weight": 0.0}, "nothing to learn from"),
+    ({"group_size": 1}, "group_size"),
+    ({"judge_samples": 4}, "judge_temperature"),
+    ({"rollout_batch_size": 10}, "multiple of group_size"),
+])
+def test_config_errors(override, message):
+    from cdra.config import ConfigError
+
+    config = CDRAConfig(**override)
+    with pytest.raises((ConfigError, ValueError), match=message):
+        config.validate()
