@@ -1,14 +1,21 @@
 """CDRA: GRPO on dense step rewards from a served generative PRM. `python jobs/cdra.py [--config FILE] [--check] [key=value ...]`; --help lists keys."""
 
+import importlib
 import sys
 from pathlib import Path
 
-# this script shares the package's name: drop its own directory from the path, so that
-# `import cdra` finds the package and not this file
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from cdra.config import run_job  # noqa: E402
-from cdra.recipes.cdra import CDRAConfig, prepare, run  # noqa: E402
+# Python puts a job script's directory first on sys.path, so `import cdra` in any job here would
+# find this file instead of the package. Take the directory off the path; and when this file is
+# being imported under the package's name (by a sibling job), put the real package in its place,
+# which the import statement then returns.
+_JOBS = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _JOBS]
+if __name__ == "cdra":
+    del sys.modules["cdra"]
+    sys.modules["cdra"] = importlib.import_module("cdra")
 
 if __name__ == "__main__":
+    from cdra.config import run_job
+    from cdra.recipes.cdra import CDRAConfig, prepare, run
+
     run_job(CDRAConfig, prepare, run)
