@@ -47,11 +47,12 @@ def test_cdra_job_lays_judged_step_scores_on_their_tokens(tmp_path):
         body = [t for t in ids if t != tokenizer.eos_token_id]
         text = tokenizer.decode(body)
         assert len(text) == len(body)  # the tiny tokenizer is byte-level: token t is character t
-        # outcome weight 0: token t carries the score of the step holding character t, else 0
+        # token t carries the score of the step holding character t (0 outside the steps), plus
+        # the default outcome term (weight 1) of the answer checker's 0/1 on every token
         spans = split_steps(text, max_steps=5)
         assert len(spans) == len(meta["step_scores"])
-        expected = [0.0] * len(ids)
+        expected = [meta["correct"]] * len(ids)
         for span, score in zip(spans, meta["step_scores"]):
-            expected[span.start:span.end] = [score] * (span.end - span.start)
+            expected[span.start:span.end] = [score + meta["correct"]] * (span.end - span.start)
         assert rewards == pytest.approx(expected)
     assert set(rows["prompt_id"]) and all(json.loads(m)["process_correct"] in (0.0, 1.0) for m in rows["metadata_json"])

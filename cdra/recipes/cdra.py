@@ -93,7 +93,8 @@ class CDRAConfig:
     advantage: Literal["per_position", "step_return"] = field(default="per_position", metadata={"help": "per_position: (R - mean) / (std + eps) per token position across the group (paper); step_return: per-step return-to-go normalised over the group"})
     advantage_eps: float = 1e-8
     step_weight: float = field(default=1.0, metadata={"help": "weight of the judge's step scores (0: outcome-only GRPO)"})
-    outcome_weight: float = field(default=0.0, metadata={"help": "weight of the answer checker's 0/1 on every response token"})
+    # 1.0: with step rewards alone the tiny policy's answer accuracy drifted down by step 40 (docs/results/cdra.md)
+    outcome_weight: float = field(default=1.0, metadata={"help": "weight of the answer checker's 0/1 on every response token"})
     # lr 1e-6 at paper scale; the tiny default takes larger steps (see docs/results/cdra.md)
     learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=1e-5, micro_batch_size=32, zero_stage=2))
     cliprange: float = 0.2
