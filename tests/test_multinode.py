@@ -18,7 +18,7 @@ import torch
 
 from cdra.runtime.cluster import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[1]
 NODES = ("head", "worker_a", "worker_b")  # each node carries a custom resource named after it
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.integration]
+pytestmark = [pytest.mark.timeout(900), pytest.mark.integration, pytest.mark.exclusive]
 REPO = Path(__file__).resolve().parents[1]
 
 

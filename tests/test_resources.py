@@ -135,6 +135,7 @@ def _wait_for_gcs(address: str, env: dict[str, str], timeout_s: float = 300.0) -
 
 
 @pytest.mark.integration
+@pytest.mark.exclusive
 @pytest.mark.timeout(1200)
 def test_plans_on_a_head_with_the_real_cpu_count(tmp_path, tiny_model_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
