@@ -113,7 +113,7 @@ class CDRAConfig:
         check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
         check(self.advantage_eps >= 0, f"advantage_eps must be >= 0, got {self.advantage_eps}")
         check(self.judge_temperature >= 0, f"judge_temperature must be >= 0, got {self.judge_temperature}")
-        check(self.prm == "genprm" or self.judge_samples == 1 or self.judge_temperature > 0,
+        check(self.judge_samples == 1 or self.judge_temperature > 0,
               "judge_samples > 1 at judge_temperature 0 repeats one judgement; sample them (judge_temperature > 0)")
         check(bool(self.yes_tokens) and bool(self.no_tokens), "yes_tokens and no_tokens must not be empty")
         for name in ("prompt_template", "judge_template"):
@@ -208,15 +208,16 @@ def train(session: Session, config: CDRAConfig, judge: JudgePool) -> None:
         groups = session.rollouts.generate([session.encode(session.prompt(config.prompt_template, e)) for e in examples],
                                            sampling, config.group_size)
         metrics = dict(session.rollouts.last_stats)
-        samples, judged = score(session, config, judge, spec, examples, groups, step)
+        samples, judged, judge_seconds = score(session, config, judge, spec, examples, groups, step)
         metrics.update(step_metrics(samples, judged))
+        metrics["judge/seconds"] = judge_seconds
         metrics.update(judge.stats())
         metrics.update(session.learn(samples, objective))
         session.finish_step(metrics, evaluation=evaluate)
 
 
 def score(session: Session, config: CDRAConfig, judge: JudgePool, spec: StepJudge, examples: list[TaskExample],
-          groups: list[list[Completion]], step: int) -> tuple[list[Sample], list[ScoreResult]]:
+          groups: list[list[Completion]], step: int) -> tuple[list[Sample], list[ScoreResult], float]:
     """Judge every step, check every answer, lay both on the tokens, advantages per group."""
     flat = [(e, c, i) for e, g in zip(examples, groups) for i, c in enumerate(g)]
     items = [ScoreItem(c.text, e.answer, metadata={"question": e.question, "id": e.id}, response_ids=c.response_ids)
@@ -238,9 +239,7 @@ def score(session: Session, config: CDRAConfig, judge: JudgePool, spec: StepJudg
         metadata={"correct": o.score, "step_scores": list(j.step_scores), "process_correct": _process_correct(e, c.text),
                   "response_text": c.text, "sample_index": index, "judge_error": j.error or ""},
     ) for n, ((e, c, index), j, o, row, adv) in enumerate(zip(flat, judged, outcomes, rows, advantages))]
-    for s in samples:
-        s.metadata["judge_seconds"] = judge_seconds / len(samples)
-    return samples, judged
+    return samples, judged, judge_seconds
 
 
 def group_advantages(config: CDRAConfig, rows: list[list[float]], judged: list[ScoreResult], outcomes: list[ScoreResult],
@@ -260,13 +259,18 @@ def group_advantages(config: CDRAConfig, rows: list[list[float]], judged: list[S
             out += [adv[i, :lengths[start + i]].tolist() for i in range(g)]
         else:
             per_step = per_step_return_advantages(
-                [[config.step_weight * s for s in j.step_scores[:-1]] + [config.step_weight * j.step_scores[-1] + config.outcome_weight * o.score]
-                 if j.step_scores else [config.outcome_weight * o.score] for j, o in zip(judged[start:start + g], outcomes[start:start + g])],
-                config.advantage_eps)
+                [_step_rewards(config, j, o) for j, o in zip(judged[start:start + g], outcomes[start:start + g])], config.advantage_eps)
             for j, adv, n in zip(judged[start:start + g], per_step, lengths[start:start + g]):
                 spans = j.step_spans or [(0, n)]
                 out.append(spread_over_steps(spans, adv, n))
     return out
+
+
+def _step_rewards(config: CDRAConfig, judged: ScoreResult, outcome: ScoreResult) -> list[float]:
+    """Each step's weighted score, the outcome term joining the last step's."""
+    rewards = [config.step_weight * s for s in judged.step_scores] or [0.0]
+    rewards[-1] += config.outcome_weight * outcome.score
+    return rewards
 
 
 def _process_correct(example: TaskExample, response: str) -> float | None:
@@ -285,7 +289,6 @@ def step_metrics(samples: list[Sample], judged: list[ScoreResult]) -> dict[str, 
         "judge/steps_judged_wrong": sum(s < 0 for s in scores) / max(1, len(scores)),
         "judge/steps_per_response": len(scores) / len(judged),
         "judge/failed_responses": float(sum(bool(j.error) for j in judged)),
-        "judge/seconds": sum(s.metadata["judge_seconds"] for s in samples),
     }
     if known:  # the thesis: a right answer reached through a wrong step
         out["reward/right_answer_wrong_steps"] = sum(s.metadata["process_correct"] < 0.5 for s in known) / len(known)
