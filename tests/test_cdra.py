@@ -50,6 +50,29 @@ def test_pers_genprm_parse_and_unparsed_judgements():
     assert prompt == "Q: Start with 1. Add 2.\nPrev: none\nStep: Step 1: 1+2=3\nJudge:"
 
 
+class _WordTokenizer:
+    """A stand-in vocabulary for the parse logic: one token per word piece."""
+    vocab = ["The", " step", " is ", "\\boxed{", "Yes", "No", "}", " Yes", " No"]
+
+    def convert_tokens_to_ids(self, token):
+        return self.vocab.index(token)
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids)
+
+
+def test_genprm_variant_reads_p_yes_after_the_box():
+    tok = _WordTokenizer()
+    spec = step_judge(CDRAConfig(prm="genprm", judge_samples=4, judge_temperature=0.7), tok)
+    ids = [0, 1, 2, 3, 4, 6]  # "The step is \boxed{Yes}"
+    table = [{}] * len(ids)
+    # at the position after the box: P(Yes) 0.3 + P( Yes) 0.1 vs P(No) 0.1 -> 0.4 / 0.5
+    table[4] = {4: math.log(0.3), 7: math.log(0.1), 5: math.log(0.1)}
+    assert spec.parse(Judgement(tok.decode(ids), ids, table)) == pytest.approx(0.8)
+    assert spec.parse(Judgement("The step is", [0, 1, 2], [{}] * 3)) is None  # no box: unparsed
+    assert spec.aggregate([0.8, None, 0.4, 0.4]) == pytest.approx(0.4)  # N judgements, unparsed count 0
+
+
 def test_token_after_finds_the_yes_no_position():
     assert token_after(["The", " step", " is ", "\\boxed{", "Yes", "}"], "\\boxed{") == 4
     assert token_after(["\\boxed{", "No", "} then \\boxed{", "Yes"], "\\boxed{") == 3  # the last box counts
