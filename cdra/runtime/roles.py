@@ -59,7 +59,12 @@ class PolicyEngines:
         return RoleResources(self.count, 1.0, self.engine.gpus_per_engine(gpu))
 
     def start(self, options: list[dict], policy: PolicyModel | None) -> RolloutPool:
-        return RolloutPool(dataclasses.replace(self.engine, model_path=_need(policy, self).path), self.count, options)
+        policy = _need(policy, self)
+        # the run's seed moves the engines' sampling seed: on CPU vLLM ignores per-request seeds
+        # and samples from the engine's own generator, so without this every run.seed would
+        # draw the same samples
+        engine = dataclasses.replace(self.engine, model_path=policy.path, seed=self.engine.seed + 1000 * policy.seed)
+        return RolloutPool(engine, self.count, options)
 
 
 @dataclass
