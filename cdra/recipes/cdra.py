@@ -68,7 +68,7 @@ class CDRAConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/cdra", eval_every=5))
     model_path: str = field(default="", metadata={"help": "HF dir of the policy; empty: the zoo steps policy (cdra.models.zoo)"})
     prm_path: str = field(default="", metadata={"help": "HF dir of the generative PRM; empty: the zoo genprm"})
-    prm: Literal["pers_genprm", "genprm"] = field(default="pers_genprm", metadata={"help": "pers_genprm: '**SCORE:** s' in [-1, 1]; genprm: P(Yes) / (P(Yes) + P(No)) of a boxed Yes/No, averaged over judge_samples"})
+    prm: Literal["pers_genprm", "genprm", "oracle"] = field(default="pers_genprm", metadata={"help": "pers_genprm: '**SCORE:** s' in [-1, 1]; genprm: P(Yes) / (P(Yes) + P(No)) of a boxed Yes/No, averaged over judge_samples; oracle: the synthetic task's ground truth (+1 / -1 per step, no judge call), the ceiling a perfect PRM would give (a diagnostic, synthetic data only)"})
     train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1024))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 200))
     prompt_template: str = "critique_rl_inference_short"
@@ -114,6 +114,8 @@ class CDRAConfig:
         check(self.rollout_batch_size % self.group_size == 0, "rollout_batch_size must be a multiple of group_size")
         check(self.step_weight >= 0 and self.outcome_weight >= 0, "step_weight and outcome_weight must be >= 0")
         check(self.step_weight > 0 or self.outcome_weight > 0, "step_weight or outcome_weight must be > 0 (nothing to learn from)")
+        check(self.prm != "oracle" or self.train_data.format == "synthetic",
+              f"prm=oracle reads the synthetic task's ground truth; train_data.format is {self.train_data.format!r}")
         check(self.prm_eval_samples >= 0, f"prm_eval_samples must be >= 0, got {self.prm_eval_samples}")
         check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
         check(self.advantage_eps >= 0, f"advantage_eps must be >= 0, got {self.advantage_eps}")
@@ -232,7 +234,7 @@ def score(session: Session, config: CDRAConfig, judge: JudgePool, spec: StepJudg
     items = [ScoreItem(c.text, e.answer, metadata={"question": e.question, "id": e.id}, response_ids=c.response_ids)
              for e, c, _ in flat]
     started = time.perf_counter()
-    judged = judge.score_steps(items, spec)
+    judged = oracle_steps(judge, spec, items) if config.prm == "oracle" else judge.score_steps(items, spec)
     judge_seconds = time.perf_counter() - started
     outcomes = session.scorers.score(items)
     rows = [dense_step_rewards(j.step_spans, [config.step_weight * s for s in j.step_scores], len(c.response_ids),
@@ -249,6 +251,22 @@ def score(session: Session, config: CDRAConfig, judge: JudgePool, spec: StepJudg
                   "response_text": c.text, "sample_index": index, "judge_error": j.error or ""},
     ) for n, ((e, c, index), j, o, row, adv) in enumerate(zip(flat, judged, outcomes, rows, advantages))]
     return samples, judged, judge_seconds
+
+
+def oracle_steps(judge: JudgePool, spec: StepJudge, items: list[ScoreItem]) -> list[ScoreResult]:
+    """Ground-truth step scores in place of the judge's (`prm=oracle`): +1 for a step that is
+    right given the steps before it (`step_truths`), else -1; a step that does not hold exactly
+    one computation counts as wrong."""
+    out = []
+    for item in items:
+        steps, spans = judge.step_spans(item, spec)
+        problem = problem_from_question(item.metadata["question"])
+        if problem is None:
+            raise ValueError("prm=oracle needs synthetic problems (their ground truth)")
+        truth = step_truths(problem, steps) or [False] * len(steps)
+        scores = [1.0 if t else -1.0 for t in truth]
+        out.append(ScoreResult(sum(scores), {"steps": float(len(steps))}, scores, spans))
+    return out
 
 
 def group_advantages(config: CDRAConfig, rows: list[list[float]], judged: list[ScoreResult], outcomes: list[ScoreResult],
