@@ -68,7 +68,7 @@ class CDRAConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/cdra", eval_every=5))
     model_path: str = field(default="", metadata={"help": "HF dir of the policy; empty: the zoo steps policy (cdra.models.zoo)"})
     prm_path: str = field(default="", metadata={"help": "HF dir of the generative PRM; empty: the zoo genprm"})
-    prm: Literal["pers_genprm", "genprm", "oracle"] = field(default="pers_genprm", metadata={"help": "pers_genprm: '**SCORE:** s' in [-1, 1]; genprm: P(Yes) / (P(Yes) + P(No)) of a boxed Yes/No, averaged over judge_samples; oracle: the synthetic task's ground truth (+1 / -1 per step, no judge call), the ceiling a perfect PRM would give (a diagnostic, synthetic data only)"})
+    prm: Literal["pers_genprm", "genprm", "oracle"] = field(default="pers_genprm", metadata={"help": "pers_genprm: '**SCORE:** s' in [-1, 1]; genprm: P(Yes) / (P(Yes) + P(No)) of a boxed Yes/No, averaged over judge_samples; oracle: the synthetic task's ground truth (+1 / -1 per step; the judge is only measured), the ceiling a perfect PRM would give (a diagnostic, synthetic data only)"})
     train_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("train", 1024))
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 200))
     prompt_template: str = "critique_rl_inference_short"
@@ -187,7 +187,7 @@ def step_judge(config: CDRAConfig, judge_tokenizer) -> StepJudge:
     def build_prompt(item: ScoreItem, steps: list[str], k: int) -> str:
         return render_step_judge(config.judge_template, item.metadata["question"], steps, k)
 
-    if config.prm == "pers_genprm":
+    if config.prm != "genprm":  # oracle: the served judge (measured by `prm_quality`) is a pers_genprm
         parse = lambda j: parse_prm_score(j.text)  # noqa: E731
     else:
         yes = [judge_tokenizer.convert_tokens_to_ids(t) for t in config.yes_tokens]
@@ -364,7 +364,7 @@ def prm_quality(session: Session, config: CDRAConfig, judge: JudgePool, spec: St
             continue
         scores += judged.step_scores
         labels += truth
-    threshold = 0.0 if config.prm == "pers_genprm" else 0.5
+    threshold = 0.5 if config.prm == "genprm" else 0.0
     out = {f"prm/{k}": v for k, v in judge_quality(scores, labels, threshold).items()}
     out["prm/unlabelled_responses"] = float(unlabelled)
     return out
