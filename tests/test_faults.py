@@ -156,3 +156,36 @@ def test_dead_learner_rank_stops_the_job_and_resume_finishes_it(tmp_path, tiny_m
     summary = grpo.run(_config(tiny_model, out, "run.checkpoint_every=1", "run.resume=true"))
     assert summary["policy/version"] == STEPS
     assert (out / "final_model" / "config.json").exists()
+
+
+def test_judge_engine_killed_mid_judging(tmp_path, ray_local):
+    """CDRA's served PRM engine is SIGKILLed while it judges: it restarts, the chunk it held is
+    judged again, and every sample of every step keeps real step scores (no error, no zero)."""
+    from cdra.recipes import cdra
+    from cdra.recipes.session import Session
+
+    steps = 3
+    config = load_config(cdra.CDRAConfig, [f"steps={steps}", "eval_data.num_examples=8", "prm_eval_samples=0", "run.eval_every=100",
+                                           f"run.output_dir={tmp_path / 'run'}", "run.use_wandb=false"])
+    session = Session.start(config.run, config, model_path=config.model_path, zoo_checkpoint="steps", roles=cdra.roles_of(config),
+                            prepared=cdra.prepare(config))
+    killed: dict = {}
+    try:
+        judge = cdra.start_judge(session, config)
+        pool = session.roles[cdra.JUDGE_ROLE]
+        pid = ray.get(pool.workers[0].pid.remote())
+        _kill_when_running(session, pid, "RolloutWorker.judge", 1, killed)
+        cdra.train(session, config, judge)
+        counts, new_pid = dict(pool.counts), ray.get(pool.workers[0].pid.remote())
+        stats = judge.stats()
+    finally:
+        killed["stop"] = True
+        summary = session.close()
+    assert "step" in killed, "the judge engine was never seen judging"
+    assert new_pid != pid and counts["restarts"] == 1 and counts["reissued"] == 1
+    assert summary["policy/version"] == steps
+    assert stats["judge/errors"] == 0 and stats["judge/timeouts"] == 0
+    samples = load_export(str(tmp_path / "run" / "experience.parquet"))
+    keys = collections.Counter((s.group_id // 100_000, s.prompt_id, s.metadata["sample_index"]) for s in samples)
+    assert len(keys) == steps * config.rollout_batch_size and set(keys.values()) == {1}
+    assert all(s.metadata["judge_error"] == "" and s.metadata["step_scores"] for s in samples)

@@ -160,13 +160,15 @@ class RolloutPool:
         return ray.get([w.weight_version.remote() for w in self.workers])
 
     def judge(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1, top_logprobs: int = 0,
-              time_limit_s: float = 60.0, grace_s: float = _JUDGE_GRACE_S) -> list[list[Judgement] | JudgeError]:
+              time_limit_s: float = 60.0, grace_s: float = _JUDGE_GRACE_S, reissue: bool = True) -> list[list[Judgement] | JudgeError]:
         """Judge calls (`RolloutWorker.judge`): one chunk per live engine, each within
         `time_limit_s`; every prompt gets its judgements or a `JudgeError`, nothing raises.
 
         An engine that dies, comes back holding other weights than the pool's version, or does
         not answer `grace_s` after the limit (killed here; Ray restarts it) is marked down, and
-        the next call first brings it back with the current weights.
+        the next call first brings it back with the current weights. The chunk of an engine
+        that died is judged again, once, after the pool recovered (``reissued``): a judge at
+        T 0 gives the same judgements, so a killed judge engine loses no score.
         """
         if not prompts:
             return []
@@ -180,6 +182,7 @@ class RolloutPool:
             chunk = prompts[bounds[k] : bounds[k + 1]]
             calls[self.workers[live[k]].judge.remote(chunk, sampling, n, top_logprobs, time_limit_s)] = (bounds[k], len(chunk), live[k])
         results: list[list[Judgement] | JudgeError] = [JudgeError("error", "not judged")] * len(prompts)
+        died: list[tuple[int, int]] = []
         done, late = ray.wait(list(calls), num_returns=len(calls), timeout=time_limit_s + grace_s)
         for ref in done:
             start, size, worker = calls[ref]
@@ -187,6 +190,7 @@ class RolloutPool:
                 out = ray.get(ref)
             except RayActorError as e:
                 self._mark_down(worker)
+                died.append((start, size))
                 out = {"results": [JudgeError("error", f"judge engine {worker} died ({type(e).__name__})")] * size, "version": self.version}
             except RayTaskError as e:
                 cause = getattr(e, "cause", e)
@@ -203,6 +207,12 @@ class RolloutPool:
             self._mark_down(worker)
             results[start : start + size] = [JudgeError("timeout", f"judge engine {worker} gave no answer {grace_s:g}s past the "
                                                        f"{time_limit_s:g}s limit; restarted")] * size
+        if died and reissue:
+            again = [prompts[i] for start, size in died for i in range(start, start + size)]
+            self.counts["reissued"] += len(died)
+            judged = iter(self.judge(again, sampling, n, top_logprobs, time_limit_s, grace_s, reissue=False))
+            for start, size in died:
+                results[start : start + size] = [next(judged) for _ in range(size)]
         return results
 
 
