@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from cdra.recipes.cdra import CDRAConfig, group_advantages, process_accuracy, step_judge
+from cdra.data.synthetic import problem_from_question, step_truths
+from cdra.recipes.cdra import CDRAConfig, group_advantages, process_fields, step_judge
+from cdra.recipes.evaluation import add_record_fields
 from cdra.rewards.judging import Judgement
 from cdra.rewards.prm import token_after
 from cdra.runtime.scorer import ScoreItem, ScoreResult
@@ -48,6 +50,29 @@ def test_pers_genprm_parse_and_unparsed_judgements():
     assert prompt == "Q: Start with 1. Add 2.\nPrev: none\nStep: Step 1: 1+2=3\nJudge:"
 
 
+class _WordTokenizer:
+    """A stand-in vocabulary for the parse logic: one token per word piece."""
+    vocab = ["The", " step", " is ", "\\boxed{", "Yes", "No", "}", " Yes", " No"]
+
+    def convert_tokens_to_ids(self, token):
+        return self.vocab.index(token)
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids)
+
+
+def test_genprm_variant_reads_p_yes_after_the_box():
+    tok = _WordTokenizer()
+    spec = step_judge(CDRAConfig(prm="genprm", judge_samples=4, judge_temperature=0.7), tok)
+    ids = [0, 1, 2, 3, 4, 6]  # "The step is \boxed{Yes}"
+    table = [{}] * len(ids)
+    # at the position after the box: P(Yes) 0.3 + P( Yes) 0.1 vs P(No) 0.1 -> 0.4 / 0.5
+    table[4] = {4: math.log(0.3), 7: math.log(0.1), 5: math.log(0.1)}
+    assert spec.parse(Judgement(tok.decode(ids), ids, table)) == pytest.approx(0.8)
+    assert spec.parse(Judgement("The step is", [0, 1, 2], [{}] * 3)) is None  # no box: unparsed
+    assert spec.aggregate([0.8, None, 0.4, 0.4]) == pytest.approx(0.4)  # N judgements, unparsed count 0
+
+
 def test_token_after_finds_the_yes_no_position():
     assert token_after(["The", " step", " is ", "\\boxed{", "Yes", "}"], "\\boxed{") == 4
     assert token_after(["\\boxed{", "No", "} then \\boxed{", "Yes"], "\\boxed{") == 3  # the last box counts
@@ -55,15 +80,28 @@ def test_token_after_finds_the_yes_no_position():
     assert token_after(["\\boxed{"], "\\boxed{") is None  # nothing generated after it
 
 
-def test_process_accuracy_from_records():
-    records = [
-        {"question": "Start with 7. Add 4. Subtract 3.", "greedy": " Step 1: 7+4=11\nStep 2: 11-3=8\nThe answer is 8.", "correct": True},
-        {"question": "Start with 7. Add 4. Subtract 3.", "greedy": " Step 1: 7+4=12\nStep 2: 11-3=8\nThe answer is 8.", "correct": True},
-        {"question": "Start with 1. Add 1. Add 1.", "greedy": " Step 1: 1+1=2\nStep 2: 2+1=3\nThe answer is 4.", "correct": False},
-        {"question": "not a synthetic question", "greedy": "4", "correct": True},
-    ]
-    assert process_accuracy(records) == {"process_accuracy": pytest.approx(2 / 3), "answer_and_process_accuracy": pytest.approx(1 / 3)}
-    assert process_accuracy(records[3:]) == {}
+def test_process_fields_of_records():
+    right = {"question": "Start with 7. Add 4. Subtract 3.", "greedy": " Step 1: 7+4=11\nStep 2: 11-3=8\nThe answer is 8.", "correct": True}
+    slip = {"question": "Start with 7. Add 4. Subtract 3.", "greedy": " Step 1: 7+4=12\nStep 2: 11-3=8\nThe answer is 8.", "correct": True}
+    wrong_answer = {"question": "Start with 1. Add 1. Add 1.", "greedy": " Step 1: 1+1=2\nStep 2: 2+1=3\nThe answer is 4.", "correct": False}
+    assert process_fields(right) == {"process_accuracy": 1.0, "answer_and_process_accuracy": 1.0}
+    assert process_fields(slip) == {"process_accuracy": 0.0, "answer_and_process_accuracy": 0.0}
+    assert process_fields(wrong_answer) == {"process_accuracy": 1.0, "answer_and_process_accuracy": 0.0}
+    assert process_fields({"question": "not a synthetic question", "greedy": "4", "correct": True}) == {}
+    records = [dict(r) for r in (right, slip, wrong_answer)] + [{"question": "other", "greedy": "4", "correct": True}]
+    assert add_record_fields(records, process_fields) == {"process_accuracy": pytest.approx(2 / 3),
+                                                         "answer_and_process_accuracy": pytest.approx(1 / 3)}
+    assert records[1]["process_accuracy"] == 0.0 and "process_accuracy" not in records[3]
+
+
+def test_step_truths_judge_each_step_given_the_steps_before_it():
+    problem = problem_from_question("Start with 7. Add 4. Subtract 3.")
+    # step 1 slips (12); step 2 continues correctly from the written 12 -> locally right
+    assert step_truths(problem, ["Step 1: 7+4=12\n", "Step 2: 12-3=9\nThe answer is 9."]) == [False, True]
+    assert step_truths(problem, ["Step 1: 7+4=11\n", "Step 2: 11-3=8"]) == [True, True]
+    assert step_truths(problem, ["Step 1: 7+4=11\n", "Step 2: 11+3=14"]) == [True, False]  # wrong operation
+    assert step_truths(problem, ["Step 1: 7+4=11 and 11-3=8"]) is None  # two computations in one span
+    assert step_truths(problem, ["Step 1: 7+4=11", "Step 2: 11-3=8", "Step 3: 8+1=9"]) == [True, True, False]
 
 
 @pytest.mark.parametrize("override, message", [

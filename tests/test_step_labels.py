@@ -57,3 +57,20 @@ def test_bad_rows_are_named_or_counted(tmp_path):
             {"completions": [{"text": "t", "rating": 5}], "chosen_completion": 0}]}}]), "prm800k")
     with pytest.raises(ValueError, match="step-label format"):
         load_step_labelled(path, "prm900k")
+
+
+def test_step_labelled_files_load_as_step_judge_training_examples(tmp_path):
+    """`jobs/sft.py train_data.format=math_shepherd prompt_template=question_only` trains the
+    judge on these: one example per labelled step, the prompt rendered, the target its score."""
+    from cdra.data.loaders import DatasetSpec, load_dataset_spec
+    from cdra.recipes.sft import training_pairs
+
+    spec = DatasetSpec(format="math_shepherd", path=str(_write(tmp_path, [SHEPHERD_ROW])))
+    examples = load_dataset_spec(spec)
+    [sol] = load_step_labelled(spec.path, "math_shepherd")
+    assert [(e.question, e.solution) for e in examples] == step_judge_pairs([sol], "genprm_step_judge")
+    assert [e.answer for e in examples] == ["1", "-1"] and examples[1].id.endswith("-step2")
+    pairs = training_pairs(spec, examples, "question_only", "auto")
+    assert [p.solution for p in pairs] == [" **SCORE:** 1", " **SCORE:** -1"]
+    prm = load_dataset_spec(DatasetSpec(format="prm800k", path=str(_write(tmp_path, [PRM800K_ROW])), limit=1))
+    assert len(prm) == 1 and prm[0].solution == " **SCORE:** 1"

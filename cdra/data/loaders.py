@@ -490,7 +490,7 @@ def load_table(
 # ----------------------------------------------------------------------------------------------
 # Specs
 
-FORMATS = ("synthetic", "synthetic_mcq", "gsm8k", "math", "aqua", "table")
+FORMATS = ("synthetic", "synthetic_mcq", "gsm8k", "math", "aqua", "table", "prm800k", "math_shepherd")
 
 
 @dataclass(frozen=True)
@@ -500,6 +500,10 @@ class DatasetSpec:
     - file formats (gsm8k, math, aqua, table): ``path`` (required), ``split`` (a split of a
       saved ``DatasetDict`` or of a directory of split files; ignored for a single file),
       ``on_error``; table also uses the ``*_key`` column mapping and ``kind``.
+    - step-labelled files (prm800k, math_shepherd; `cdra.data.step_labels`): one example per
+      labelled step, ``question`` the generative step judge's prompt for it, ``solution`` the
+      judge's target " **SCORE:** s" (for `jobs/sft.py` with ``prompt_template=question_only``);
+      ``limit`` counts steps.
     - synthetic, synthetic_mcq: ``num_examples`` problems of ``split`` from ``seed`` with the
       difficulty knobs ``num_steps``, ``max_operand``, ``ops``, ``max_value``
       (``num_choices`` for MCQ).
@@ -591,6 +595,10 @@ def load_dataset_spec(spec: dict | DatasetSpec) -> LoadResult:
             limit=read_limit,
             split=spec.split,
         )
+    elif spec.format in ("prm800k", "math_shepherd"):
+        from cdra.data.step_labels import step_judge_examples
+
+        result = step_judge_examples(spec.path, spec.format, spec.on_error, split=spec.split)
     else:
         loader = {"gsm8k": load_gsm8k, "math": load_math, "aqua": load_aqua}[spec.format]
         result = loader(spec.path, spec.on_error, limit=read_limit, split=spec.split)

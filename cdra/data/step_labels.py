@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdra.data.example import TaskExample
 from cdra.data.loaders import LoadResult, _get_str, _load, _row_id, _RowError
 from cdra.data.prompts import render_step_judge
 
@@ -97,3 +98,14 @@ def step_judge_pairs(solutions: list[StepLabelledSolution], template: str = "gen
     """One (prompt, target) pair per step: the judge's prompt for that step and " **SCORE:** s"."""
     return [(render_step_judge(template, s.question, list(s.steps), i), f" **SCORE:** {label}")
             for s in solutions for i, label in enumerate(s.labels)]
+
+
+def step_judge_examples(path, format: str, on_error: str = "raise", *, split: str | None = None,
+                        template: str = "genprm_step_judge") -> LoadResult:
+    """The `step_judge_pairs` of a step-labelled file as examples (question = the judge's
+    prompt, solution = its target, answer = the label), with the file's skipped-row counts."""
+    loaded = load_step_labelled(path, format, on_error, split=split)
+    examples = [TaskExample(id=f"{s.id}-step{i + 1}", question=prompt, answer=str(label), solution=target, source=format)
+                for s in loaded for i, (label, (prompt, target)) in
+                enumerate(zip(s.labels, step_judge_pairs([s], template)))]
+    return LoadResult(examples, loaded.skipped, loaded.errors)

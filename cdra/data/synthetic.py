@@ -492,6 +492,17 @@ def step_locally_correct(problem: ArithmeticProblem, steps, i: int) -> bool:
     return step.left == step_input_expected(problem, steps, i) and step.is_arithmetic_correct()
 
 
+def step_truths(problem: ArithmeticProblem, step_texts: list[str]) -> list[bool] | None:
+    """Ground truth of each judged step of a response (the texts of its "Step N:" spans):
+    `step_locally_correct` given the steps as written. None when a span does not hold exactly
+    one ``a op b = c`` (its truth is unknown)."""
+    parsed = [parse_steps(t) for t in step_texts]
+    if any(len(p) != 1 for p in parsed):
+        return None
+    steps = tuple(p[0] for p in parsed)
+    return [step_locally_correct(problem, steps, i) for i in range(len(steps))]
+
+
 def step_judgement_text(problem: ArithmeticProblem, steps, i: int) -> str:
     """The reference Pers-GenPRM judgement of step ``i``:
     ``**Reasoning:** input 7 (expected 7): same; recomputed 7+4=11; last digits 1 vs 1: same

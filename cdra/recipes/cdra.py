@@ -27,13 +27,15 @@ import torch
 from cdra.algos import per_position_group_normalize
 from cdra.algos.dense import dense_step_rewards, per_step_return_advantages, spread_over_steps
 from cdra.algos.experience import Sample
+from cdra.algos.judge_quality import judge_quality
 from cdra.config import check
 from cdra.data.example import TaskExample
 from cdra.data.loaders import DatasetSpec
 from cdra.data.prompts import render_step_judge
-from cdra.data.synthetic import problem_from_question, process_correct
+from cdra.data.synthetic import problem_from_question, process_correct, step_truths
 from cdra.recipes.common import (
     Prepared,
+    ReferenceConfig,
     RunConfig,
     check_dataset,
     check_engine,
@@ -54,7 +56,7 @@ from cdra.rewards.prm import token_after
 from cdra.runtime.judge import JudgePool, JudgeSettings, StepJudge
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
-from cdra.runtime.roles import FrozenEngines, Learners, PolicyEngines, Reference, RoleSpec, RuleVerifiers, plan
+from cdra.runtime.roles import FrozenEngines, Learners, PolicyEngines, RoleSpec, RuleVerifiers, plan
 from cdra.runtime.rollout import Completion, EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem, ScoreResult
 
@@ -86,6 +88,7 @@ class CDRAConfig:
     judge_time_limit_s: float = 120.0
     yes_tokens: list[str] = field(default_factory=lambda: ["Yes", " Yes"])
     no_tokens: list[str] = field(default_factory=lambda: ["No", " No"])
+    prm_eval_samples: int = field(default=1, metadata={"help": "policy samples per held-out problem whose steps measure the PRM against ground truth before training (0: skip)"})
     max_steps: int = field(default=5, metadata={"help": "steps judged per response: the first consecutive 'Step N:' markers"})
     steps: int = 20
     rollout_batch_size: int = field(default=64, metadata={"help": "responses per step (prompts x group_size)"})
@@ -101,6 +104,7 @@ class CDRAConfig:
     epochs: int = 1
     kl_coef: float = 0.05
     kl_kind: Literal["k2", "k3"] = "k3"
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
 
     def validate(self) -> None:
         check_positive(self, "steps", "num_rollout_workers", "num_judge_workers", "num_scorers", "rollout_batch_size",
@@ -110,6 +114,7 @@ class CDRAConfig:
         check(self.rollout_batch_size % self.group_size == 0, "rollout_batch_size must be a multiple of group_size")
         check(self.step_weight >= 0 and self.outcome_weight >= 0, "step_weight and outcome_weight must be >= 0")
         check(self.step_weight > 0 or self.outcome_weight > 0, "step_weight or outcome_weight must be > 0 (nothing to learn from)")
+        check(self.prm_eval_samples >= 0, f"prm_eval_samples must be >= 0, got {self.prm_eval_samples}")
         check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
         check(self.advantage_eps >= 0, f"advantage_eps must be >= 0, got {self.advantage_eps}")
         check(self.judge_temperature >= 0, f"judge_temperature must be >= 0, got {self.judge_temperature}")
@@ -137,7 +142,7 @@ def roles_of(config: CDRAConfig) -> list[RoleSpec]:
     return [PolicyEngines(config.rollout, config.num_rollout_workers), Learners(config.learner),
             FrozenEngines(JUDGE_ROLE, resolve_model(config.prm_path, "genprm"), config.judge_engine, config.num_judge_workers),
             RuleVerifiers(config.verifier, config.num_scorers, config.verifier_timeout_s),
-            *([Reference()] if config.kl_coef > 0 else [])]
+            *([config.reference.role()] if config.kl_coef > 0 else [])]
 
 
 def prepare(config: CDRAConfig) -> Prepared:
@@ -201,6 +206,10 @@ def train(session: Session, config: CDRAConfig, judge: JudgePool) -> None:
     stream = session.prompt_stream(session.prepared.data["train_data"])
     evaluate = lambda: evaluate_process(session, config)  # noqa: E731
     if session.step == 0:
+        quality = prm_quality(session, config, judge, spec)
+        if quality:
+            print("[cdra] PRM on held-out steps of the policy's samples: " + ", ".join(f"{k[4:]} {v:.3f}" for k, v in quality.items()))
+        session.final_metrics.update(quality)
         evaluate()
     for step in session.steps(config.steps):
         examples = stream.next(config.rollout_batch_size // config.group_size)
@@ -302,14 +311,42 @@ def evaluate_process(session: Session, config: CDRAConfig) -> dict[str, float]:
     """Greedy answer accuracy (the session's evaluation) and process accuracy: the share of
     held-out problems whose greedy solution has every step right (synthetic problems only)."""
     examples = session.prepared.data["eval_data"]
-    return session.evaluate(examples, config.prompt_template, config.sampling, record_metrics=process_accuracy)
+    return session.evaluate(examples, config.prompt_template, config.sampling, record_fields=process_fields)
 
 
-def process_accuracy(records: list[dict]) -> dict[str, float]:
-    known = [(r, problem_from_question(r["question"])) for r in records]
-    known = [(r, p) for r, p in known if p is not None]
-    if not known:
+def process_fields(record: dict) -> dict[str, float]:
+    """A synthetic problem's greedy solution: every step right, and that with the right answer."""
+    problem = problem_from_question(record["question"])
+    if problem is None:
         return {}
-    both = sum(process_correct(p, r["greedy"]) and r["correct"] for r, p in known)
-    return {"process_accuracy": sum(process_correct(p, r["greedy"]) for r, p in known) / len(known),
-            "answer_and_process_accuracy": both / len(known)}
+    process = process_correct(problem, record["greedy"])
+    return {"process_accuracy": float(process), "answer_and_process_accuracy": float(process and record["correct"])}
+
+
+def prm_quality(session: Session, config: CDRAConfig, judge: JudgePool, spec: StepJudge) -> dict[str, float]:
+    """The judge against ground truth on held-out steps: ``prm_eval_samples`` samples of the
+    policy (at the training temperature) per held-out synthetic problem, every step judged and
+    compared with `step_truths`. A score > 0 (pers_genprm) or > 0.5 (genprm) means "right"."""
+    examples = [e for e in session.prepared.data["eval_data"] if problem_from_question(e.question) is not None]
+    if not examples or config.prm_eval_samples == 0:
+        return {}
+    sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + 999_983)
+    groups = session.rollouts.generate([session.encode(session.prompt(config.prompt_template, e)) for e in examples],
+                                       sampling, config.prm_eval_samples)
+    flat = [(e, c) for e, g in zip(examples, groups) for c in g]
+    items = [ScoreItem(c.text, e.answer, metadata={"question": e.question, "id": e.id}, response_ids=c.response_ids)
+             for e, c in flat]
+    scores: list[float] = []
+    labels: list[bool] = []
+    unlabelled = 0
+    for (e, c), judged in zip(flat, judge.score_steps(items, spec)):
+        truth = step_truths(problem_from_question(e.question), [c.text[a:b] for a, b in spec.split(c.text)])
+        if truth is None or judged.error or len(truth) != len(judged.step_scores):
+            unlabelled += 1
+            continue
+        scores += judged.step_scores
+        labels += truth
+    threshold = 0.0 if config.prm == "pers_genprm" else 0.5
+    out = {f"prm/{k}": v for k, v in judge_quality(scores, labels, threshold).items()}
+    out["prm/unlabelled_responses"] = float(unlabelled)
+    return out

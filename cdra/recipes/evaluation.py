@@ -14,8 +14,10 @@ it into a plain policy's metrics, as fractions of the examples:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cdra.algos.sampled_metrics import majority_correct, pass_at_k
@@ -115,6 +117,26 @@ def evaluate_policy(pool: Any, scorers: Any, prompts: list[list[int]], examples:
         for rec, g in zip(records, graded):
             rec["samples"] = [{"text": x.completion.text, "correct": x.correct} for x in g]
     return EvalReport({f"{tag}/{k}": v for k, v in metrics.items()}, records)
+
+
+def add_record_fields(records: list[dict[str, Any]], fields: Callable[[dict[str, Any]], dict[str, float]]) -> dict[str, float]:
+    """Add a recipe's per-record fields to each record; returns each field's mean over the
+    records that have it."""
+    sums: dict[str, list[float]] = {}
+    for record in records:
+        for key, value in fields(record).items():
+            record[key] = value
+            sums.setdefault(key, []).append(value)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
+def write_eval_records(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_eval_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def answer_extractor(verifier: str) -> Callable[[str], str | None] | None:

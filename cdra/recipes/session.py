@@ -35,7 +35,7 @@ from cdra.recipes.common import (
     set_rng_states,
     write_driver_state,
 )
-from cdra.recipes.evaluation import answer_extractor, evaluate_policy
+from cdra.recipes.evaluation import add_record_fields, answer_extractor, evaluate_policy, write_eval_records
 from cdra.runtime.cluster import init_ray
 from cdra.runtime.objectives import Objective
 from cdra.runtime.replay import ReplayStore
@@ -154,20 +154,23 @@ class Session:
         return self.sync.push(self.version) if self.sync.version != self.version else 0.0
 
     def evaluate(self, examples: list[TaskExample], template: str, sampling: SamplingConfig, tag: str = "eval",
-                 samples: int = 0, record_metrics: Callable[[list[dict]], dict[str, float]] | None = None) -> dict[str, float]:
+                 samples: int = 0, record_fields: Callable[[dict], dict[str, float]] | None = None) -> dict[str, float]:
         """The current policy on held-out examples (`cdra.recipes.evaluate.evaluate_policy`):
         greedy (``{tag}/reward``, ``{tag}/accuracy``, ``{tag}/format``), and with ``samples > 0``
         also that many samples per example at ``sampling``'s temperature (``{tag}/sampled_reward``:
-        the quantity RL maximizes, ``{tag}/pass@k``, ``{tag}/maj@k``). ``record_metrics`` adds a
-        recipe's own metrics computed from the per-example records (question, greedy, correct)."""
+        the quantity RL maximizes, ``{tag}/pass@k``, ``{tag}/maj@k``). ``record_fields`` adds a
+        recipe's own 0/1 fields to each per-example record (id, question, greedy, correct), and
+        their means as ``{tag}/<field>``. The records go to ``<output_dir>/eval/{tag}-step<N>.jsonl``,
+        where `jobs/compare.py` pairs them per question across runs."""
         self.sync_engines()
         prompts = [self.encode(self.prompt(template, e)) for e in examples]
         sampled = dataclasses.replace(sampling, seed=self.run.seed) if samples > 0 and sampling.temperature > 0 else None
         report = evaluate_policy(self.rollouts, self.scorers, prompts, examples, dataclasses.replace(sampling, temperature=0.0, seed=None),
                                  sampled, samples, pass_k=sorted({1, samples}) if sampled else [], maj_k=[samples] if sampled else [],
                                  answer_of=answer_extractor(self.verifier), tag=tag)
-        if record_metrics is not None:
-            report.metrics.update({f"{tag}/{k}": v for k, v in record_metrics(report.records).items()})
+        if record_fields is not None:
+            report.metrics.update({f"{tag}/{k}": v for k, v in add_record_fields(report.records, record_fields).items()})
+        write_eval_records(Path(self.run.output_dir) / "eval" / f"{tag}-step{self.step}.jsonl", report.records)
         if not self.first_eval:
             self.first_eval = dict(report.metrics)
             print(f"[cdra] {tag} before training: " + ", ".join(f"{k} {v:.3f}" for k, v in report.metrics.items()))
