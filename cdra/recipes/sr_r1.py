@@ -94,7 +94,7 @@ class SRR1Config:
     # 500 at paper scale; the tiny judge's verdict ("... A: 14. B: 15.\nWinner: response A") is ~80 tokens
     judge_max_tokens: int = 128
     judge_time_limit_s: float = 120.0
-    eval_pairs: int = field(default=64, metadata={"help": "held-out pairs (a right and a slipped solution) judged greedily at each evaluation; 0: none"})
+    eval_pairs: int = field(default=128, metadata={"help": "held-out questions whose pair (a right and a slipped solution) is judged greedily at each evaluation; 0: none"})
     steps: int = 20
     group_size: int = 5
     rollout_batch_size: int = field(default=40, metadata={"help": "responses per step (prompts x group_size)"})
@@ -246,10 +246,9 @@ def train(session: Session, config: SRR1Config, judge: JudgePool) -> None:
     objective = objective_of(config)
     stream = session.prompt_stream(session.prepared.data["train_data"])
     pairs = heldout_pairs(session.prepared.data["eval_data"], config.eval_pairs, config.run.seed)
-    evaluate = lambda: session.evaluate(session.prepared.data["eval_data"], config.prompt_template, config.sampling,  # noqa: E731
-                                        record_metrics=lambda _: heldout_judge_metrics(config, judge, pairs))
+    evaluation = lambda: evaluate(session, config, judge, pairs)  # noqa: E731
     if session.step == 0:
-        evaluate()
+        evaluation()
     for step in session.steps(config.steps):
         examples = stream.next(config.rollout_batch_size // config.group_size)
         sampling = dataclasses.replace(config.sampling, seed=config.run.seed * 1_000_003 + step * 10_007)
@@ -260,7 +259,7 @@ def train(session: Session, config: SRR1Config, judge: JudgePool) -> None:
         metrics.update(step_metrics)
         metrics.update(judge.stats())
         metrics.update(session.learn(samples, objective))
-        session.finish_step(metrics, evaluation=evaluate)
+        session.finish_step(metrics, evaluation=evaluation)
 
 
 def score(session: Session, config: SRR1Config, judge: JudgePool, spec: PairJudge, examples: list[TaskExample],
@@ -344,17 +343,27 @@ def pearson(x: list[float], y: list[float]) -> float | None:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def heldout_judge_metrics(config: SRR1Config, judge: JudgePool, pairs: list[tuple[str, str, str, str]]) -> dict[str, float]:
-    """The judge, greedy, on fixed held-out pairs (after the evaluation's sync, so a self-judge
-    is the current policy): agreement with the right letter, parse rate, share of A verdicts."""
+def judge_heldout(config: SRR1Config, judge: JudgePool, pairs: list[tuple[str, str, str, str]]) -> dict[str, dict[str, float]]:
+    """The judge, greedy, on fixed held-out pairs: per question, whether it named the right
+    letter (an unparsed verdict counts as wrong), whether it parsed, whether it named A."""
     if not pairs:
         return {}
     greedy = dataclasses.replace(judge.settings, sampling=dataclasses.replace(judge.settings.sampling, temperature=0.0, seed=None))
-    parse = verdict_parser(config.judge_template)
     prompts = [render_pair_judge(config.judge_template, q, a, b) for q, a, b, _ in pairs]
-    scores = judge.score_prompts(prompts, parse, only_verdict, greedy)
-    letters = [verdict_of(s) for s in scores]
-    named = [x for x in letters if x is not None]
-    return {"judge_agreement": sum(x == p[3] for x, p in zip(letters, pairs)) / len(pairs),
-            "judge_parsed": len(named) / len(pairs),
-            "judge_a_share": sum(x == "A" for x in named) / max(1, len(named))}
+    scores = judge.score_prompts(prompts, verdict_parser(config.judge_template), only_verdict, greedy)
+    out = {}
+    for (question, _, _, right), s in zip(pairs, scores):
+        letter = verdict_of(s)
+        out[question] = {"judge_agreement": float(letter == right), "judge_parsed": float(letter is not None),
+                         "judge_named_a": float(letter == "A")}
+    return out
+
+
+def evaluate(session: Session, config: SRR1Config, judge: JudgePool, pairs: list[tuple[str, str, str, str]]) -> dict[str, float]:
+    """Greedy held-out accuracy, and the judge's verdicts on each held-out question's pair as
+    fields of that question's record (``eval/judge_agreement``: their mean), so `jobs/compare.py`
+    pairs both per question across runs."""
+    session.sync_engines()  # a self-judge is the current policy
+    verdicts = judge_heldout(config, judge, pairs)
+    return session.evaluate(session.prepared.data["eval_data"], config.prompt_template, config.sampling,
+                            record_fields=lambda record: verdicts.get(record["question"], {}))
