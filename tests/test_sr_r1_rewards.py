@@ -98,14 +98,15 @@ def test_zoo_sr_r1_items_by_hand():
     assert answer.target == format_sr_r1_solution(PROBLEM) and answer.label is None
     slip = format_sr_r1_solution(PROBLEM, corrupt_steps(PROBLEM, random.Random(0))[0])
     target = zd.pair_judgement_text(PROBLEM, slip, format_sr_r1_solution(PROBLEM), "B")
-    assert target == f" Step 1: 3+4=7. Step 2: 7*2=14. Answer 14. A: {sr_r1_answer(slip)}. B: 14.\nWinner: response B"
+    assert target == f" Step 1: 3+4=7. Step 2: 7*2=14. Answer 14. A: {sr_r1_answer(slip)} wrong. B: 14 right.\nWinner: response B"
     assert parse_winner(target) == "B"
     items = zd.training_items("sr_r1", [PROBLEM] * 400, seed=3)
     judged = [i for i in items if i.label is not None]
     assert 0.4 < len(judged) / len(items) < 0.6
     assert 0.4 < sum(i.label for i in judged) / len(judged) < 0.6  # the right one first half of the time
     for item in judged:
-        assert item.target[item.emphasis[0]] == ("A" if item.label else "B")  # the weighted verdict letter
+        # weighted: the first letters of the two marks, in order, and the verdict letter
+        assert [item.target[k] for k in item.emphasis] == (["r", "w", "A"] if item.label else ["w", "r", "B"])
         assert parse_winner(item.target) == ("A" if item.label else "B")
     held = zd.heldout_items("sr_r1", [PROBLEM] * 8)
     metrics = zd.heldout_metrics("sr_r1", held, [i.target for i in held])

@@ -94,6 +94,7 @@ class SRR1Config:
     # 500 at paper scale; the tiny judge's verdict ("... A: 14. B: 15.\nWinner: response A") is ~80 tokens
     judge_max_tokens: int = 128
     judge_time_limit_s: float = 120.0
+    eval_samples: int = field(default=4, metadata={"help": "samples per held-out problem at the rollout temperature (eval/sampled_reward); 0: greedy only"})
     eval_pairs: int = field(default=128, metadata={"help": "held-out questions whose pair (a right and a slipped solution) is judged greedily at each evaluation; 0: none"})
     steps: int = 20
     group_size: int = 5
@@ -120,7 +121,7 @@ class SRR1Config:
         check(self.judge in ("self", "frozen"), f"judge must be 'self' or 'frozen', got {self.judge!r}")
         check(self.judge == "frozen" or not self.judge_path, "judge_path is the frozen judge's model; set judge=frozen or leave it empty")
         check(self.judge_temperature >= 0, f"judge_temperature must be >= 0, got {self.judge_temperature}")
-        check(self.eval_pairs >= 0, f"eval_pairs must be >= 0, got {self.eval_pairs}")
+        check(self.eval_pairs >= 0 and self.eval_samples >= 0, "eval_pairs and eval_samples must be >= 0")
         check(self.advantage_eps >= 0, f"advantage_eps must be >= 0, got {self.advantage_eps}")
         for name in ("prompt_template", "judge_template"):
             check_template(getattr(self, name), name)
@@ -187,7 +188,7 @@ def run(config: SRR1Config, prepared: Prepared | None = None) -> dict[str, float
         train(session, config, judge)
     finally:
         summary = session.close()
-    for key in ("eval/accuracy", "eval/judge_agreement"):
+    for key in ("eval/accuracy", "eval/sampled_reward", "eval/judge_agreement"):
         if key in summary and f"{key}_before" in summary:
             print(f"[cdra] sr_r1 {key}: before {summary[f'{key}_before']:.3f}, after {summary[key]:.3f}")
     return summary
@@ -365,5 +366,5 @@ def evaluate(session: Session, config: SRR1Config, judge: JudgePool, pairs: list
     pairs both per question across runs."""
     session.sync_engines()  # a self-judge is the current policy
     verdicts = judge_heldout(config, judge, pairs)
-    return session.evaluate(session.prepared.data["eval_data"], config.prompt_template, config.sampling,
+    return session.evaluate(session.prepared.data["eval_data"], config.prompt_template, config.sampling, samples=config.eval_samples,
                             record_fields=lambda record: verdicts.get(record["question"], {}))

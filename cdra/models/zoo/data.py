@@ -29,7 +29,8 @@ Five tasks, one prompt template each:
   which the accuracy and format terms score 0); half judge a pair of a right tagged solution and
   a loser (a carried arithmetic slip, `corrupt_steps`, or the right steps untagged), shown in a
   random order. The judge target (`pair_judgement_text`) solves the question, reads each
-  response's answer and names the winner; the winner's letter is weighted ``mark_weight`` times.
+  response's answer, marks each right or wrong and names the winner; the marks and the winner's
+  letter are weighted ``mark_weight`` times.
   A verdict the 2-layer model must reach in one token after reading two responses is beyond it;
   solving first turns judging into its answering skill plus a lookup.
 
@@ -40,6 +41,7 @@ strings (r1 also stops at ``</answer>``).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -146,11 +148,20 @@ def sr_r1_answer_item(problem: ArithmeticProblem, tagged: bool = True) -> SFTIte
 
 
 def pair_judgement_text(problem: ArithmeticProblem, response_a: str, response_b: str, winner: str) -> str:
-    """" Step 1: 3+4=7. Step 2: 7*2=14. Answer 14. A: 14. B: 15.\\nWinner: response A": the
-    judge's own solution, each response's tagged answer ("none" without tags), the verdict."""
+    """" Step 1: 3+4=7. Step 2: 7*2=14. Answer 14. A: 14 right. B: 15 wrong.\\nWinner: response A":
+    the judge's own solution, each response's tagged answer ("none" without tags) checked against
+    it, the verdict. (Without the right/wrong marks the build copied both answers faithfully and
+    then named the wrong letter on 3 of 10 held-out pairs.)"""
     body = " ".join(f"Step {i}: {step.text()}." for i, step in enumerate(problem.steps, start=1))
     a, b = (sr_r1_answer(r) or "none" for r in (response_a, response_b))
-    return f" {body} Answer {problem.answer}. A: {a}. B: {b}.\nWinner: response {winner}"
+    mark = {x: "right" if x == problem.answer else "wrong" for x in (a, b)}
+    return f" {body} Answer {problem.answer}. A: {a} {mark[a]}. B: {b} {mark[b]}.\nWinner: response {winner}"
+
+
+def judgement_mark_offsets(target: str) -> tuple[int, ...]:
+    """The first letter of each right/wrong mark and the verdict letter of a pair judgement."""
+    marks = [m.start() for m in re.finditer(r"\b(?:right|wrong)\.", target)]
+    return (*marks, len(target) - 1)
 
 
 def sr_r1_judge_item(problem: ArithmeticProblem, rng: random.Random, right_first: bool) -> SFTItem:
@@ -162,7 +173,7 @@ def sr_r1_judge_item(problem: ArithmeticProblem, rng: random.Random, right_first
     a, b = (right, loser) if right_first else (loser, right)
     target = pair_judgement_text(problem, a, b, "A" if right_first else "B")
     prompt = render_pair_judge(PROMPTS["sr_r1_judge"], problem.question, a, b)
-    return SFTItem(problem, prompt, target, (len(target) - 1,), right_first)
+    return SFTItem(problem, prompt, target, judgement_mark_offsets(target), right_first)
 
 
 def _genprm_variant(rng: random.Random) -> str:
