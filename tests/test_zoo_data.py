@@ -120,9 +120,9 @@ def test_refinement_prompts_force_the_verdict():
 
 
 def test_recipes_digests_and_validation():
-    assert list(RECIPES) == ["r1", "steps", "critic", "refiner", "genprm"]
+    assert list(RECIPES) == ["r1", "steps", "critic", "refiner", "genprm", "sr_r1"]
     digests = {r.digest() for r in RECIPES.values()}
-    assert len(digests) == 5
+    assert len(digests) == 6
     r1 = RECIPES["r1"]
     assert r1.digest() == dataclasses.replace(r1).digest()
     assert r1.digest() != dataclasses.replace(r1, steps=r1.steps + 1).digest()

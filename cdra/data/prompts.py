@@ -142,6 +142,12 @@ SR_R1_JUDGE = (
 
 SR_R1_JUDGE_SHORT = "Q: {question}\nA: {response_a}\nB: {response_b}\nWinner: response"
 
+# The tiny SR-R1 policy's own prompts: it answers in the SR-R1 format (the completion starts with
+# "<think>\n", so the format reward reads the completion alone) and judges a pair by solving the
+# question, reading each response's answer and naming the winner ("Winner: response A|B").
+SR_R1_SHORT = "User: {question}\nAssistant: "
+SR_R1_JUDGE_SOLVE = "Q: {question}\nA: {response_a}\nB: {response_b}\nJudge:"
+
 
 def _t(name: str, template: str, description: str, stop: tuple[str, ...] = ()) -> PromptTemplate:
     return PromptTemplate(name=name, template=template, description=description, stop=stop)
@@ -165,6 +171,9 @@ PROMPTS: dict[str, PromptTemplate] = {
         _t("genprm_step_judge_short", GENPRM_STEP_JUDGE_SHORT, "compact step judge (tiny models)"),
         _t("sr_r1_judge", SR_R1_JUDGE, "SR-R1 pairwise judge, 6-point rubric, 'Winner: response A|B'"),
         _t("sr_r1_judge_short", SR_R1_JUDGE_SHORT, "compact pairwise judge; completion is ' A' or ' B'"),
+        _t("sr_r1_short", SR_R1_SHORT, "SR-R1 answer format <think>\\n...\\n</think>\\n<answer>\\n...\\n</answer> (tiny models)",
+           ("</answer>",)),
+        _t("sr_r1_judge_solve", SR_R1_JUDGE_SOLVE, "compact pairwise judge that solves, reads both answers, 'Winner: response A|B'"),
     )
 }
 
@@ -190,3 +199,11 @@ def render_step_judge(name: str, question: str, steps: list[str], index: int) ->
 
     previous = " ".join(flat(s) for s in steps[:index]) or "none"
     return render_prompt(name, question=question, previous_steps=previous, current_step=flat(steps[index]))
+
+
+def render_pair_judge(name: str, question: str, response_a: str, response_b: str) -> str:
+    """A pairwise judge's prompt, each response on one line (whitespace runs collapsed)."""
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    return render_prompt(name, question=question, response_a=flat(response_a), response_b=flat(response_b))

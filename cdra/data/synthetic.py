@@ -274,6 +274,19 @@ def format_r1_solution(
     return f" {body} </think> <answer>{final}</answer>"
 
 
+def format_sr_r1_solution(problem: ArithmeticProblem, steps: tuple[ArithmeticStep, ...] | None = None, *,
+                          tagged: bool = True) -> str:
+    """The SR-R1 format, one step per line: ``"<think>\\nStep 1: 3+4=7.\\nStep 2: 7*2=14.\\n</think>\\n<answer>\\n14\\n</answer>"``;
+    untagged (``tagged=False``) the answer follows ``</think>`` as ``"The answer is 14."`` (no answer tags)."""
+    steps = problem.steps if steps is None else tuple(steps)
+    if not steps:
+        raise ValueError("a solution needs at least one step")
+    body = "\n".join(f"Step {i}: {step.text()}." for i, step in enumerate(steps, start=1))
+    final = str(steps[-1].value)
+    tail = f"<answer>\n{final}\n</answer>" if tagged else f"The answer is {final}."
+    return f"<think>\n{body}\n</think>\n{tail}"
+
+
 _STEP_RE = re.compile(r"(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(-?\d+)")
 
 

@@ -3,10 +3,13 @@ plus the open-r1 style format and tag-count rewards."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Sequence
 from typing import Literal
+
+from cdra.rewards.grading import grade_answer
 
 __all__ = [
     "parse_winner",
@@ -16,6 +19,11 @@ __all__ = [
     "tag_count_reward",
     "sr_r1_rewards",
     "sr_r1_advantages",
+    "shows_first",
+    "pair_winner",
+    "group_elo_rewards",
+    "sr_r1_answer",
+    "sr_r1_accuracy",
 ]
 
 _WINNER_RE = re.compile(r"winner\s*:([^\n]*)", re.IGNORECASE)
@@ -123,3 +131,53 @@ def sr_r1_advantages(rewards: Sequence[float], eps: float = 1e-4) -> list[float]
     mean = sum(rewards) / n
     std = math.sqrt(sum((x - mean) ** 2 for x in rewards) / (n - 1))
     return [(x - mean) / (std + eps) for x in rewards]
+
+
+def shows_first(seed: int, group_id: int, i: int, j: int) -> bool:
+    """The fair coin of pair (i, j), i < j, of a group: True when completion i is shown as
+    "Response A". A hash of (seed, group, pair), so a run, its resume and its logs agree without
+    storing the draws, and the two orders are equally likely."""
+    digest = hashlib.sha256(f"sr-r1-coin:{seed}:{group_id}:{i}:{j}".encode()).digest()
+    return digest[0] & 1 == 0
+
+
+def pair_winner(verdict: Literal["A", "B"] | None, i: int, j: int, i_first: bool) -> int | None:
+    """The group index of the winner of pair (i, j) from the letter the judge named (None: unparsed)."""
+    if verdict is None:
+        return None
+    return i if (verdict == "A") == i_first else j
+
+
+def group_elo_rewards(num_players: int, winners: dict[tuple[int, int], int | None], k: float = 16.0,
+                      passes: int = 10) -> tuple[list[float], int]:
+    """One group's Elo rewards in [0, 3] and how many verdicts were dropped (unparsed, None).
+
+    The matches are played in the fixed pair order (0, 1), (0, 2), ..., (n-2, n-1) whatever the
+    dict's order, so a group's rewards depend on its verdicts only."""
+    matches, dropped = [], 0
+    for i, j in sorted(winners):
+        w = winners[(i, j)]
+        if w is None:
+            dropped += 1
+            continue
+        if w not in (i, j):
+            raise ValueError(f"winner {w} of pair {(i, j)} is neither of its completions")
+        matches.append((w, j if w == i else i))
+    return scale_group_rewards(elo_ratings(num_players, matches, k, passes)), dropped
+
+
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def sr_r1_answer(text: str) -> str | None:
+    """The content of the last ``<answer>...</answer>``, stripped; None without one."""
+    found = _ANSWER_RE.findall(text or "")
+    return found[-1].strip() if found else None
+
+
+def sr_r1_accuracy(response: str, truth: str) -> dict[str, float]:
+    """The SR-R1 accuracy term as a verifier (``cdra.rewards.elo:sr_r1_accuracy``): the answer
+    inside the answer tags graded by math-verify (0/1); format_reward is the SR-R1 format."""
+    answer = sr_r1_answer(response)
+    correct = float(answer is not None and grade_answer(answer, str(truth)))
+    return {"reward": correct, "answer_reward": correct, "format_reward": sr_r1_format_reward(response)}

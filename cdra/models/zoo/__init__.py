@@ -103,6 +103,10 @@ _register(ZooRecipe(name="steps", task="steps", steps=250))
 _register(ZooRecipe(name="critic", task="critic", init="steps", steps=800, mark_weight=20.0, stop_at_accuracy=0.7))
 _register(ZooRecipe(name="refiner", task="refiner", init="steps", steps=800, lr=1e-3, data_seed=1))
 _register(ZooRecipe(name="genprm", task="genprm", init="steps", steps=1500, mark_weight=20.0, data_seed=2, num_examples=8000))
+# SR-R1's policy, which answers and judges pairs of its own answers (starts from r1's arithmetic);
+# with half its answers untagged (r1's share) it answered untagged greedily: held-out accuracy 0.
+_register(ZooRecipe(name="sr_r1", task="sr_r1", init="r1", steps=600, lr=1e-3, mark_weight=5.0, data_seed=3, num_examples=4000,
+                    untagged_fraction=0.25))
 
 
 def checkpoint_dir(name: str, root: Path | None = None) -> Path:

@@ -35,7 +35,7 @@ from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.tracking import read_metrics
 
-BUILD_ORDER = ("r1", "steps", "critic", "refiner", "genprm")  # every base before the checkpoints built on it
+BUILD_ORDER = ("r1", "steps", "critic", "refiner", "genprm", "sr_r1")  # every base before the checkpoints built on it
 
 
 def sft_config(recipe: ZooRecipe, base: Path, work: Path) -> sft.SFTConfig:
@@ -60,7 +60,7 @@ def generate_greedy(session: Session, prompts: list[str], max_tokens: int, stop:
 def greedy_metrics(session: Session, recipe: ZooRecipe, items: list[SFTItem]) -> dict[str, float]:
     task = "steps" if recipe.task == "refiner" else recipe.task
     max_tokens = max(len(session.encode(i.target)) for i in items) + 16
-    responses = generate_greedy(session, [i.prompt for i in items], max_tokens, [R1_STOP] if task == "r1" else None)
+    responses = generate_greedy(session, [i.prompt for i in items], max_tokens, [R1_STOP] if task in ("r1", "sr_r1") else None)
     return heldout_metrics(task, items, responses)
 
 

@@ -24,6 +24,16 @@ Five tasks, one prompt template each:
   `step_judgement_text`, whose key tokens (`judgement_key_offsets`) are weighted ``mark_weight``
   times.
 
+- ``sr_r1``: the SR-R1 policy, which answers and judges its own pairs. Half the items answer in
+  the SR-R1 format (`format_sr_r1_solution`; a ``untagged_fraction`` share without answer tags,
+  which the accuracy and format terms score 0); half judge a pair of a right tagged solution and
+  a loser (a carried arithmetic slip, `corrupt_steps`, or the right steps untagged), shown in a
+  random order. The judge target (`pair_judgement_text`) solves the question, reads each
+  response's answer, marks each right or wrong and names the winner; the marks and the winner's
+  letter are weighted ``mark_weight`` times.
+  A verdict the 2-layer model must reach in one token after reading two responses is beyond it;
+  solving first turns judging into its answering skill plus a lookup.
+
 Every target is followed by the tokenizer's EOS in training, so generation stops without stop
 strings (r1 also stops at ``</answer>``).
 """
@@ -31,11 +41,12 @@ strings (r1 also stops at ``</answer>``).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from cdra.data.prompts import render_prompt, render_step_judge
+from cdra.data.prompts import render_pair_judge, render_prompt, render_step_judge
 from cdra.data.synthetic import (
     ArithmeticProblem,
     SyntheticConfig,
@@ -43,6 +54,7 @@ from cdra.data.synthetic import (
     corrupt_steps,
     critique_text,
     format_r1_solution,
+    format_sr_r1_solution,
     format_steps_solution,
     judge_steps,
     judgement_key_offsets,
@@ -53,18 +65,21 @@ from cdra.data.synthetic import (
     step_locally_correct,
 )
 from cdra.models.tiny import TinyModelConfig
-from cdra.rewards import extract_gsm8k_answer, parse_final_verdict, parse_prm_score, r1_zero_reward_fn
+from cdra.rewards import extract_gsm8k_answer, parse_final_verdict, parse_prm_score, parse_winner, r1_zero_reward_fn
+from cdra.rewards.elo import sr_r1_accuracy, sr_r1_answer
 from cdra.rewards.verdict import FINAL_VERDICT_PREFIX
 
-Task = Literal["r1", "steps", "critic", "refiner", "genprm"]
-TASKS: tuple[str, ...] = ("r1", "steps", "critic", "refiner", "genprm")
+Task = Literal["r1", "steps", "critic", "refiner", "genprm", "sr_r1"]
+TASKS: tuple[str, ...] = ("r1", "steps", "critic", "refiner", "genprm", "sr_r1")
 
 # Shared by every checkpoint so the actor, the critic and the GRPO policy see the same problems.
 DEFAULT_MODEL = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=512)
 DEFAULT_SYNTHETIC = SyntheticConfig(num_steps=2, max_operand=9, ops=("+", "-"), max_value=99)
 
 PROMPTS = {"r1": "r1_short", "steps": "critique_rl_inference_short", "critic": "critique_rl_critique_short",
-           "refine": "critique_rl_refine_short", "genprm": "genprm_step_judge_short"}
+           "refine": "critique_rl_refine_short", "genprm": "genprm_step_judge_short", "sr_r1": "sr_r1_short",
+           "sr_r1_judge": "sr_r1_judge_solve"}
+SR_R1_JUDGE_SHARE = 0.5  # of the sr_r1 items
 R1_STOP = "</answer>"
 
 
@@ -127,6 +142,40 @@ def genprm_item(problem: ArithmeticProblem, rng: random.Random, variant: str, fi
     return SFTItem(problem, prompt, target, tuple(judgement_key_offsets(target)), local[i])
 
 
+def sr_r1_answer_item(problem: ArithmeticProblem, tagged: bool = True) -> SFTItem:
+    prompt = render_prompt(PROMPTS["sr_r1"], question=problem.question)
+    return SFTItem(problem, prompt, format_sr_r1_solution(problem, tagged=tagged))
+
+
+def pair_judgement_text(problem: ArithmeticProblem, response_a: str, response_b: str, winner: str) -> str:
+    """" Step 1: 3+4=7. Step 2: 7*2=14. Answer 14. A: 14 right. B: 15 wrong.\\nWinner: response A":
+    the judge's own solution, each response's tagged answer ("none" without tags) checked against
+    it, the verdict. (Without the right/wrong marks the build copied both answers faithfully and
+    then named the wrong letter on 3 of 10 held-out pairs.)"""
+    body = " ".join(f"Step {i}: {step.text()}." for i, step in enumerate(problem.steps, start=1))
+    a, b = (sr_r1_answer(r) or "none" for r in (response_a, response_b))
+    mark = {x: "right" if x == problem.answer else "wrong" for x in (a, b)}
+    return f" {body} Answer {problem.answer}. A: {a} {mark[a]}. B: {b} {mark[b]}.\nWinner: response {winner}"
+
+
+def judgement_mark_offsets(target: str) -> tuple[int, ...]:
+    """The first letter of each right/wrong mark and the verdict letter of a pair judgement."""
+    marks = [m.start() for m in re.finditer(r"\b(?:right|wrong)\.", target)]
+    return (*marks, len(target) - 1)
+
+
+def sr_r1_judge_item(problem: ArithmeticProblem, rng: random.Random, right_first: bool) -> SFTItem:
+    """A pair of the right tagged solution and a loser (70 %: a carried slip; else the right
+    steps untagged); ``label``: the right one is shown as A."""
+    right = format_sr_r1_solution(problem)
+    loser = (format_sr_r1_solution(problem, corrupt_steps(problem, rng)[0]) if rng.random() < 0.7
+             else format_sr_r1_solution(problem, tagged=False))
+    a, b = (right, loser) if right_first else (loser, right)
+    target = pair_judgement_text(problem, a, b, "A" if right_first else "B")
+    prompt = render_pair_judge(PROMPTS["sr_r1_judge"], problem.question, a, b)
+    return SFTItem(problem, prompt, target, judgement_mark_offsets(target), right_first)
+
+
 def _genprm_variant(rng: random.Random) -> str:
     u = rng.random()
     return "right" if u < 0.4 else "arithmetic" if u < 0.75 else "input"
@@ -186,6 +235,9 @@ def training_items(task: Task, problems: Sequence[ArithmeticProblem], seed: int,
         return out
     if task == "genprm":
         return [genprm_item(p, rng, _genprm_variant(rng), rng.random() < 0.7) for p in problems]
+    if task == "sr_r1":
+        return [sr_r1_judge_item(p, rng, rng.random() < 0.5) if rng.random() < SR_R1_JUDGE_SHARE
+                else sr_r1_answer_item(p, tagged=rng.random() >= untagged_fraction) for p in problems]
     raise ValueError(f"unknown zoo task {task!r}; expected one of {TASKS}")
 
 
@@ -201,6 +253,9 @@ def heldout_items(task: Task, problems: Sequence[ArithmeticProblem], seed: int =
                 for i, p in enumerate(problems)]
     if task == "r1":
         return [r1_item(p) for p in problems]
+    if task == "sr_r1":  # tagged answers alternate with judged pairs, the right one first every other pair
+        rng = random.Random(f"cdra-zoo-sr_r1-eval:{seed}")
+        return [sr_r1_answer_item(p) if i % 2 == 0 else sr_r1_judge_item(p, rng, i % 4 == 1) for i, p in enumerate(problems)]
     return [steps_item(p) for p in problems]
 
 
@@ -214,6 +269,13 @@ def score(task: Task, item: SFTItem, response: str) -> tuple[float, float]:
     if task == "critic":
         verdict = parse_final_verdict(response)
         return float(verdict is not None and verdict == item.label), float(verdict is not None)
+    if task == "sr_r1":
+        if item.label is None:  # an answer
+            response = response[: response.index(R1_STOP) + len(R1_STOP)] if R1_STOP in response else response
+            r = sr_r1_accuracy(response, item.problem.answer)
+            return r["reward"], r["format_reward"]
+        winner = parse_winner(response)
+        return float(winner == ("A" if item.label else "B")), float(winner is not None)
     if task == "genprm":
         s = parse_prm_score(response)
         return float(s is not None and (s > 0) == item.label), float(s is not None)
@@ -227,6 +289,14 @@ def heldout_metrics(task: Task, items: Sequence[SFTItem], responses: Sequence[st
     scores = [score(task, item, r) for item, r in zip(items, responses, strict=True)]
     out = {"accuracy": sum(s[0] for s in scores) / len(scores), "format_rate": sum(s[1] for s in scores) / len(scores),
            "num_problems": float(len(scores))}
+    if task == "sr_r1":  # accuracy: of the answers; judge_agreement: of the pair verdicts
+        answers = [s for item, s in zip(items, scores) if item.label is None]
+        pairs = [(item, s) for item, s in zip(items, scores) if item.label is not None]
+        return {"accuracy": sum(s[0] for s in answers) / max(1, len(answers)),
+                "format_rate": sum(s[1] for s in answers) / max(1, len(answers)),
+                "judge_agreement": sum(s[0] for _, s in pairs) / max(1, len(pairs)),
+                "judge_parsed": sum(s[1] for _, s in pairs) / max(1, len(pairs)),
+                "num_problems": float(len(answers)), "num_pairs": float(len(pairs))}
     if task in ("critic", "genprm"):
         for name, label in (("acc_on_correct", True), ("acc_on_wrong", False)):
             picked = [s[0] for item, s in zip(items, scores) if item.label == label]
