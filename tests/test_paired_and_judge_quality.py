@@ -51,11 +51,7 @@ def _write_run(root, name, steps):
 
 
 def test_compare_job_pairs_runs_per_question(tmp_path, capsys):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
-    from compare import main
+    from cdra.recipes.compare import main
 
     start = [1, 0, 0, 0]
     a = _write_run(tmp_path, "a", {0: start, 20: [1, 1, 0, 0]})

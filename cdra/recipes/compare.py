@@ -1,4 +1,4 @@
-"""Side by side: runs of several arms (recipes or settings), one run per seed, compared per
+"""Side by side (``python -m cdra.recipes.compare --arm NAME=DIR,DIR --arm ...``): runs of several arms (recipes or settings), one run per seed, compared per
 question on their held-out evaluation records (`<output_dir>/eval/<tag>-step<N>.jsonl`, written
 by `Session.evaluate`). Each arm's last evaluation is compared with its own first (the shared
 start) and with every other arm's at the same seed position; counts are also pooled over seeds.
@@ -6,14 +6,16 @@ start) and with every other arm's at the same seed position; counts are also poo
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from cdra.algos.paired import PairedCounts, paired_counts, sign_test_p
 from cdra.recipes.evaluation import read_eval_records
 
-__all__ = ["RunRecords", "load_run", "comparison_table"]
+__all__ = ["RunRecords", "load_run", "comparison_table", "main"]
 
 _RECORD_FILE = re.compile(r"(?P<tag>.+)-step(?P<step>\d+)\.jsonl")
 
@@ -72,3 +74,28 @@ def comparison_table(arms: dict[str, list[RunRecords]], field: str) -> str:
             cells = [f"{c.delta:+.3f} (+{c.gained}/-{c.lost}, p {c.p:.2f})" for c in counts]
             lines.append(f"| {b} vs {a} | " + " | ".join(cells) + f" | {_pooled(counts)} |")
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compare runs per question, side by side over seeds.")
+    parser.add_argument("--arm", action="append", required=True, help="NAME=DIR[,DIR...] (one run directory per seed)")
+    parser.add_argument("--field", action="append", help="a 0/1 field of the evaluation records (default: correct)")
+    parser.add_argument("--tag", default="eval", help="which evaluation (records eval/<tag>-step<N>.jsonl)")
+    args = parser.parse_args(argv)
+    arms = {}
+    try:
+        for spec in args.arm:
+            name, _, dirs = spec.partition("=")
+            if not name or not dirs:
+                raise ValueError(f"--arm {spec!r}: expected NAME=DIR[,DIR...]")
+            arms[name] = [load_run(d, args.tag) for d in dirs.split(",")]
+        for field in args.field or ["correct"]:
+            print(comparison_table(arms, field))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

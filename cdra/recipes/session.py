@@ -161,7 +161,7 @@ class Session:
         the quantity RL maximizes, ``{tag}/pass@k``, ``{tag}/maj@k``). ``record_fields`` adds a
         recipe's own 0/1 fields to each per-example record (id, question, greedy, correct), and
         their means as ``{tag}/<field>``. The records go to ``<output_dir>/eval/{tag}-step<N>.jsonl``,
-        where `jobs/compare.py` pairs them per question across runs."""
+        where `python -m cdra.recipes.compare` pairs them per question across runs."""
         self.sync_engines()
         prompts = [self.encode(self.prompt(template, e)) for e in examples]
         sampled = dataclasses.replace(sampling, seed=self.run.seed) if samples > 0 and sampling.temperature > 0 else None
