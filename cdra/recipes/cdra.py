@@ -52,7 +52,7 @@ from cdra.recipes.common import (
 from cdra.recipes.session import Session
 from cdra.rewards import parse_prm_score
 from cdra.rewards.judging import Judgement, steps_splitter, yes_probability_at
-from cdra.rewards.prm import token_after
+from cdra.rewards.prm import reasoned_step_score, token_after
 from cdra.runtime.judge import JudgePool, JudgeSettings, StepJudge
 from cdra.runtime.learner import LearnerConfig
 from cdra.runtime.objectives import Objective
@@ -73,6 +73,7 @@ class CDRAConfig:
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 200))
     prompt_template: str = "critique_rl_inference_short"
     judge_template: str = "genprm_step_judge_short"
+    judge_readout: Literal["score", "reasoning"] = field(default="score", metadata={"help": "pers_genprm: score = its '**SCORE:** s'; reasoning = the verdict its stated values imply (input vs expected, recomputed vs written last digit; the zoo genprm's format, `reasoned_step_score`)"})
     verifier: str = field(default="gsm8k", metadata={"help": "answer checker of the outcome term and of evaluation"})
     verifier_timeout_s: float = 10.0
     num_scorers: int = 1
@@ -116,6 +117,7 @@ class CDRAConfig:
         check(self.step_weight > 0 or self.outcome_weight > 0, "step_weight or outcome_weight must be > 0 (nothing to learn from)")
         check(self.prm != "oracle" or self.train_data.format == "synthetic",
               f"prm=oracle reads the synthetic task's ground truth; train_data.format is {self.train_data.format!r}")
+        check(self.judge_readout == "score" or self.prm != "genprm", "judge_readout=reasoning reads a pers_genprm's judgement, not genprm's P(Yes)")
         check(self.prm_eval_samples >= 0, f"prm_eval_samples must be >= 0, got {self.prm_eval_samples}")
         check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
         check(self.advantage_eps >= 0, f"advantage_eps must be >= 0, got {self.advantage_eps}")
@@ -188,7 +190,8 @@ def step_judge(config: CDRAConfig, judge_tokenizer) -> StepJudge:
         return render_step_judge(config.judge_template, item.metadata["question"], steps, k)
 
     if config.prm != "genprm":  # oracle: the served judge (measured by `prm_quality`) is a pers_genprm
-        parse = lambda j: parse_prm_score(j.text)  # noqa: E731
+        read = reasoned_step_score if config.judge_readout == "reasoning" else parse_prm_score
+        parse = lambda j: read(j.text)  # noqa: E731
     else:
         yes = [judge_tokenizer.convert_tokens_to_ids(t) for t in config.yes_tokens]
         no = [judge_tokenizer.convert_tokens_to_ids(t) for t in config.no_tokens]

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Iterable
 
-__all__ = ["parse_prm_score", "yes_probability", "mean_yes_probability", "token_after"]
+__all__ = ["parse_prm_score", "reasoned_step_score", "yes_probability", "mean_yes_probability", "token_after"]
 
 _SCORE_LABEL_RE = re.compile(r"(?:\*\*)?SCORE(?:\*\*)?\s*:\s*(?:\*\*)?")
 _NUMBER_RE = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)")
@@ -28,6 +28,22 @@ def parse_prm_score(judgement: str) -> float | None:
     if m is None:
         return None
     return max(-1.0, min(1.0, float(m.group(1))))
+
+
+_REASONING_RE = re.compile(r"input (-?\d+) \(expected (-?\d+)\).*?last digits (\d) vs (\d)", re.DOTALL)
+
+
+def reasoned_step_score(judgement: str) -> float | None:
+    """The verdict a step judgement's own reasoning implies, for judges that write
+    ``input A (expected B): ...; recomputed ...=V; last digits X vs Y: ...`` (the zoo genprm,
+    `cdra.data.synthetic.step_judgement_text`): +1 when A == B and X == Y, else -1; None
+    without those values. The judge still reads the step and recomputes it; only the final
+    comparisons are read off its stated numbers instead of its own "same" / "DIFFERENT" marks."""
+    m = _REASONING_RE.search(judgement or "")
+    if m is None:
+        return None
+    start, expected, recomputed, written = m.groups()
+    return 1.0 if start == expected and recomputed == written else -1.0
 
 
 def _missing(lp: float | None) -> bool:
