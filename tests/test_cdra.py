@@ -7,9 +7,9 @@ import math
 import pytest
 
 from cdra.data.synthetic import problem_from_question, step_truths
-from cdra.recipes.cdra import CDRAConfig, group_advantages, process_fields, step_judge
+from cdra.recipes.cdra import CDRAConfig, group_advantages, oracle_steps, process_fields, step_judge
 from cdra.recipes.evaluation import add_record_fields
-from cdra.rewards.judging import Judgement
+from cdra.rewards.judging import Judgement, steps_splitter
 from cdra.rewards.prm import token_after
 from cdra.runtime.scorer import ScoreItem, ScoreResult
 
@@ -42,7 +42,7 @@ def test_step_return_advantages_spread_over_each_steps_tokens():
 
 
 def test_pers_genprm_parse_and_unparsed_judgements():
-    spec = step_judge(CDRAConfig(), judge_tokenizer=None)
+    spec = step_judge(CDRAConfig(judge_readout="score"), judge_tokenizer=None)
     assert spec.parse(Judgement(" **Reasoning:** ... **SCORE:** -1", [])) == -1.0
     assert spec.parse(Judgement(" **Reasoning:** ... no score", [])) is None  # scored 0 and counted by the judge pool
     assert spec.aggregate([None]) == 0.0
@@ -116,3 +116,29 @@ def test_config_errors(override, message):
     config = CDRAConfig(**override)
     with pytest.raises((ConfigError, ValueError), match=message):
         config.validate()
+
+
+def test_reasoned_readout_takes_the_verdict_from_the_judges_stated_values():
+    from cdra.rewards.prm import reasoned_step_score
+
+    # the zoo judge's typical miss: digits read right (2 vs 3), then marked "same"
+    miss = "**Reasoning:** input 3 (expected 3): same; recomputed 3+9=12; last digits 2 vs 3: same **SCORE:** 1"
+    assert reasoned_step_score(miss) == -1.0
+    assert reasoned_step_score(miss.replace("2 vs 3", "2 vs 2")) == 1.0
+    assert reasoned_step_score("**Reasoning:** input 4 (expected 3): DIFFERENT; recomputed 4+9=13; last digits 3 vs 3: same") == -1.0
+    assert reasoned_step_score("**SCORE:** 1") is None  # no stated values: unparsed (0, counted)
+    spec = step_judge(CDRAConfig(judge_readout="reasoning"), judge_tokenizer=None)
+    assert spec.parse(Judgement(miss, [])) == -1.0
+    assert step_judge(CDRAConfig(judge_readout="score"), judge_tokenizer=None).parse(Judgement(miss, [])) == 1.0
+
+
+def test_oracle_step_scores_follow_the_ground_truth():
+    class Spans:  # the judge pool's step split, for a byte-level tokenizer: token t = character t
+        def step_spans(self, item, spec):
+            chars = steps_splitter()(item.response)
+            return [item.response[a:b] for a, b in chars], chars
+
+    text = " Step 1: 7+4=12\nStep 2: 12-3=9\nThe answer is 9."
+    [judged] = oracle_steps(Spans(), None, [ScoreItem(text, "8", metadata={"question": "Start with 7. Add 4. Subtract 3."})])
+    assert judged.step_scores == [-1.0, 1.0]  # the slip, then a step right given it
+    assert judged.step_spans == [(1, 16), (16, len(text))]

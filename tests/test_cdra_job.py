@@ -60,28 +60,22 @@ def test_cdra_job_lays_judged_step_scores_on_their_tokens(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_cdra_with_ground_truth_step_scores_raises_process_accuracy(tmp_path):
-    """The loop turns step scores into better steps: with a perfect PRM (`prm=oracle`, the
-    synthetic task's truth) a fixed-seed 15-step run raises held-out process accuracy (0.665 ->
-    0.695 at seed 0; 3 seeds in docs/results/cdra.md). The served genprm is measured against the
-    same truth before training."""
-    out = tmp_path / "oracle"
+def test_cdra_default_raises_process_accuracy(tmp_path):
+    """The embedded default at seed 0 (20 steps, the served genprm's verdicts read off its
+    reasoning) raises held-out process accuracy: 0.665 -> 0.725 here, +0.045 to +0.06 on seeds
+    0-2 against +0.015 / -0.01 / +0.015 for outcome-only GRPO (docs/results/cdra.md). Before
+    training the served judge is measured against the synthetic task's truth."""
+    out = tmp_path / "default"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "cdra.py"), "prm=oracle", "steps=15", "run.eval_every=15",
-                           f"run.output_dir={out}", "run.use_wandb=false"], env=env, capture_output=True, text=True, timeout=850)
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "cdra.py"), "run.eval_every=20", f"run.output_dir={out}", "run.use_wandb=false"],
+                          env=env, capture_output=True, text=True, timeout=850)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["eval/process_accuracy"] >= summary["eval/process_accuracy_before"] + 0.015, summary
+    assert summary["eval/process_accuracy"] >= summary["eval/process_accuracy_before"] + 0.03, summary
     assert summary["eval/accuracy"] >= summary["eval/accuracy_before"]
     # the served judge on held-out steps of the policy's own samples, against the same truth
     assert summary["prm/items"] > 300 and summary["prm/wrong_items"] > 50
-    assert 0.6 < summary["prm/auc"] < 1.0 and summary["prm/right_judged_right"] > 0.8
+    assert summary["prm/auc"] > 0.8 and summary["prm/wrong_judged_wrong"] > 0.7 and summary["prm/right_judged_right"] > 0.8
     assert summary["judge/errors"] == 0 and summary["prm/unlabelled_responses"] < 10
-    rows = pd.read_parquet(out / "experience.parquet")
-    assert len(rows) == 15 * 64
-    for meta in map(json.loads, rows["metadata_json"][:64]):
-        assert all(s in (1.0, -1.0) for s in meta["step_scores"])
-        # a response with every step right, by the same truth, scored +1 on each step
-        if meta["process_correct"] == 1.0:
-            assert meta["step_scores"] == [1.0] * len(meta["step_scores"])
+    assert len(pd.read_parquet(out / "experience.parquet")) == 20 * 64

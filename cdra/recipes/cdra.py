@@ -73,7 +73,9 @@ class CDRAConfig:
     eval_data: DatasetSpec = field(default_factory=lambda: synthetic_spec("test", 200))
     prompt_template: str = "critique_rl_inference_short"
     judge_template: str = "genprm_step_judge_short"
-    judge_readout: Literal["score", "reasoning"] = field(default="score", metadata={"help": "pers_genprm: score = its '**SCORE:** s'; reasoning = the verdict its stated values imply (input vs expected, recomputed vs written last digit; the zoo genprm's format, `reasoned_step_score`)"})
+    # reasoning: the zoo judge reads and recomputes steps well but botches its final same/DIFFERENT
+    # mark; read off its stated values it catches 86 % of wrong steps, not 48 % (docs/results/cdra.md)
+    judge_readout: Literal["score", "reasoning"] = field(default="reasoning", metadata={"help": "pers_genprm: score = its '**SCORE:** s' (the paper); reasoning = the verdict its stated values imply (input vs expected, recomputed vs written last digit; the zoo genprm's format, `reasoned_step_score`)"})
     verifier: str = field(default="gsm8k", metadata={"help": "answer checker of the outcome term and of evaluation"})
     verifier_timeout_s: float = 10.0
     num_scorers: int = 1
