@@ -194,16 +194,15 @@ def render_step_judge(name: str, question: str, steps: list[str], index: int) ->
     """A step judge's prompt for step ``index`` of a solution split into ``steps`` (their texts,
     e.g. `cdra.rewards.split_steps` spans): the steps before it on one line ("none" for the
     first), then the step itself, whitespace runs collapsed to one space."""
-    def flat(text: str) -> str:
-        return " ".join(text.split())
-
-    previous = " ".join(flat(s) for s in steps[:index]) or "none"
-    return render_prompt(name, question=question, previous_steps=previous, current_step=flat(steps[index]))
+    previous = " ".join(_one_line(s) for s in steps[:index]) or "none"
+    return render_prompt(name, question=question, previous_steps=previous, current_step=_one_line(steps[index]))
 
 
 def render_pair_judge(name: str, question: str, response_a: str, response_b: str) -> str:
     """A pairwise judge's prompt, each response on one line (whitespace runs collapsed)."""
-    def flat(text: str) -> str:
-        return " ".join(text.split())
+    return render_prompt(name, question=question, response_a=_one_line(response_a), response_b=_one_line(response_b))
 
-    return render_prompt(name, question=question, response_a=flat(response_a), response_b=flat(response_b))
+
+def _one_line(text: str) -> str:
+    """Whitespace runs (newlines included) collapsed to one space."""
+    return " ".join(text.split())

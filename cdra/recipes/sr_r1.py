@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -118,7 +119,6 @@ class SRR1Config:
         weights = {k: getattr(self, k) for k in ("elo_weight", "accuracy_weight", "format_weight", "tag_count_weight")}
         check(all(w >= 0 for w in weights.values()), f"reward weights must be >= 0, got {weights}")
         check(any(w > 0 for w in weights.values()), "at least one reward weight must be > 0 (nothing to learn from)")
-        check(self.judge in ("self", "frozen"), f"judge must be 'self' or 'frozen', got {self.judge!r}")
         check(self.judge == "frozen" or not self.judge_path, "judge_path is the frozen judge's model; set judge=frozen or leave it empty")
         check(self.judge_temperature >= 0, f"judge_temperature must be >= 0, got {self.judge_temperature}")
         check(self.eval_pairs >= 0 and self.eval_samples >= 0, "eval_pairs and eval_samples must be >= 0")
@@ -326,19 +326,11 @@ def judge_metrics(verdicts: list[tuple[str | None, float, float, int | None, int
         out["judge/position_bias_a"] = sum(v[0] == "A" for v in parsed) / len(parsed)
     if oracle:
         out["judge/agreement"] = sum(w is not None and w == (i if ci > 0.5 else j) for _, ci, _, w, i, j in oracle) / len(oracle)
-    corr = pearson([e for e, _ in elo_and_correct], [c for _, c in elo_and_correct])
-    if corr is not None:
-        out["reward/elo_correct_corr"] = corr
+    try:
+        out["reward/elo_correct_corr"] = statistics.correlation([e for e, _ in elo_and_correct], [c for _, c in elo_and_correct])
+    except statistics.StatisticsError:  # either side constant (or too few pairs): no correlation
+        pass
     return out
-
-
-def pearson(x: list[float], y: list[float]) -> float | None:
-    """Pearson correlation; None when either side is constant."""
-    n = len(x)
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return None if sxx <= 0 or syy <= 0 else sxy / math.sqrt(sxx * syy)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -362,7 +354,7 @@ def judge_heldout(config: SRR1Config, judge: JudgePool, pairs: list[tuple[str, s
 
 def evaluate(session: Session, config: SRR1Config, judge: JudgePool, pairs: list[tuple[str, str, str, str]]) -> dict[str, float]:
     """Greedy held-out accuracy, and the judge's verdicts on each held-out question's pair as
-    fields of that question's record (``eval/judge_agreement``: their mean), so `jobs/compare.py`
+    fields of that question's record (``eval/judge_agreement``: their mean), so `python -m cdra.recipes.compare`
     pairs both per question across runs."""
     session.sync_engines()  # a self-judge is the current policy
     verdicts = judge_heldout(config, judge, pairs)
