@@ -167,3 +167,15 @@ def test_reference_placed_with_learner_rank_0(ray_local):
     finally:
         roles.close()
     assert _free_cpus_return_to(total)
+
+
+def test_the_runs_seed_moves_the_policy_engines_sampling_seed():
+    """vLLM on CPU ignores per-request seeds: without this, runs with different `run.seed` drew
+    the same rollouts."""
+    from cdra.runtime.roles import PolicyModel, seeded
+    from cdra.runtime.rollout import EngineConfig
+
+    engine = EngineConfig(seed=3)
+    assert seeded(engine, PolicyModel("m", 0, 0)).seed == 3
+    assert seeded(engine, PolicyModel("m", 0, 2)).seed == 2003
+    assert len({seeded(engine, PolicyModel("m", 0, s)).seed for s in range(5)}) == 5

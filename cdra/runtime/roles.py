@@ -60,11 +60,7 @@ class PolicyEngines:
 
     def start(self, options: list[dict], policy: PolicyModel | None) -> RolloutPool:
         policy = _need(policy, self)
-        # the run's seed moves the engines' sampling seed: on CPU vLLM ignores per-request seeds
-        # and samples from the engine's own generator, so without this every run.seed would
-        # draw the same samples
-        engine = dataclasses.replace(self.engine, model_path=policy.path, seed=self.engine.seed + 1000 * policy.seed)
-        return RolloutPool(engine, self.count, options)
+        return RolloutPool(seeded(dataclasses.replace(self.engine, model_path=policy.path), policy), self.count, options)
 
 
 @dataclass
@@ -155,6 +151,14 @@ class ActorPool:
 
     def start(self, options: list[dict], policy: PolicyModel | None) -> Any:
         return self.build(options)
+
+
+def seeded(engine: EngineConfig, policy: PolicyModel) -> EngineConfig:
+    """The policy engine with the run's seed in its sampling seed. On CPU vLLM ignores
+    per-request seeds and samples from the engine's own generator, so without this every
+    `run.seed` would draw the same rollouts. Frozen engines keep their own `seed` (Critique-RL's
+    seed table holds the frozen actor's attempts fixed across seeds)."""
+    return dataclasses.replace(engine, seed=engine.seed + 1000 * policy.seed)
 
 
 def _need(policy: PolicyModel | None, spec: Any) -> PolicyModel:
