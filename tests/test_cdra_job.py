@@ -79,3 +79,9 @@ def test_cdra_default_raises_process_accuracy(tmp_path):
     assert summary["prm/auc"] > 0.8 and summary["prm/wrong_judged_wrong"] > 0.7 and summary["prm/right_judged_right"] > 0.8
     assert summary["judge/errors"] == 0 and summary["prm/unlabelled_responses"] < 10
     assert len(pd.read_parquet(out / "experience.parquet")) == 20 * 64
+    # per-question records of the first and last evaluation, which the paired comparison reads
+    from cdra.recipes.compare import load_run, outcomes
+
+    records = load_run(str(out))
+    assert (records.first_step, records.last_step) == (0, 20) and len(records.last) == 200
+    assert sum(outcomes(records.last, "process_accuracy").values()) / 200 == pytest.approx(summary["eval/process_accuracy"])

@@ -362,8 +362,8 @@ def prm_quality(session: Session, config: CDRAConfig, judge: JudgePool, spec: St
     scores: list[float] = []
     labels: list[bool] = []
     unlabelled = 0
-    for (e, c), judged in zip(flat, judge.score_steps(items, spec)):
-        truth = step_truths(problem_from_question(e.question), [c.text[a:b] for a, b in spec.split(c.text)])
+    for (e, _), item, judged in zip(flat, items, judge.score_steps(items, spec)):
+        truth = step_truths(problem_from_question(e.question), judge.step_spans(item, spec)[0])  # the texts judged
         if truth is None or judged.error or len(truth) != len(judged.step_scores):
             unlabelled += 1
             continue
