@@ -106,7 +106,8 @@ def synthesize(session: Session, examples: list[TaskExample], settings: Synthesi
                on_question_done: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """The labelled states of `examples` (rows with `STATE_COLUMNS` and `EXTRA_COLUMNS`), in
     two engine calls: every solution, then every kept prefix's completions. Uses the session's
-    policy engines (`rollouts`), answer checker (`scorers`), tokenizer and policy version.
+    policy engines (`rollouts`; a row's policy_version is its solution's), answer checker (`scorers`) and
+    tokenizer. `seed` seeds the sampling and each solution's prefix choice (`prefix_rng`).
     `on_question_done` gets each question's rows, complete, in question order."""
     k = settings.num_completions
     split = steps_splitter(settings.max_steps)
@@ -123,12 +124,12 @@ def synthesize(session: Session, examples: list[TaskExample], settings: Synthesi
     rows: dict[str, list[dict]] = {e.id: [] for e in examples}
     for (e, p, i, c), ok in zip(solutions, correct):
         num_steps = len(split(c.text))
-        rows[e.id].append(_row(e, p, i, "full", num_steps, num_steps, c, c.text, ok, [], [], full_value(ok, k), k, seed, session))
+        rows[e.id].append(_row(e, p, i, "full", num_steps, num_steps, c, c.text, ok, [], [], full_value(ok, k), k, seed))
     for j, ((n, steps, _), text, g) in enumerate(zip(cuts, prefixes, continued)):
         e, p, i, c = solutions[n]
         done = marks[j * k:(j + 1) * k]
         rows[e.id].append(_row(e, p, i, "prefix", steps, len(split(c.text)), c, text, correct[n], [x.text for x in g], done,
-                               mc_value(done), k, seed, session))
+                               mc_value(done), k, seed))
     out: list[dict] = []
     for e in examples:
         ordered = sorted(rows[e.id], key=lambda r: (r["solution_index"], r["kind"] == "full", r["step_index"]))
@@ -158,12 +159,12 @@ def _kept_cuts(session: Session, c: Completion, split: Callable[[str], list[tupl
 
 
 def _row(e: TaskExample, prompt: str, solution_index: int, kind: str, step_index: int, num_steps: int, c: Completion, prefix: str,
-         correct: bool, completions: list[str], completion_correct: list[bool], value: int, k: int, seed: int, session: Session) -> dict:
+         correct: bool, completions: list[str], completion_correct: list[bool], value: int, k: int, seed: int) -> dict:
     return {"question_id": e.id, "question": e.question, "prompt": prompt, "gold": e.answer, "solution_index": solution_index,
             "kind": kind, "step_index": step_index, "num_steps": num_steps, "prefix": prefix, "response": c.text,
             "correct": bool(correct), "completions": completions, "completion_correct": [bool(x) for x in completion_correct],
             "value": value, "hard_label": hard_label(value), "soft_label": soft_label(value, k),
-            "policy_version": int(c.policy_version if c.policy_version is not None else session.version), "k": k, "seed": seed}
+            "policy_version": int(c.policy_version), "k": k, "seed": seed}
 
 
 # ----------------------------------------------------------------------------- storage
