@@ -36,6 +36,11 @@ class ConfigError(ValueError):
     """A config that cannot be loaded: unknown key, bad value, failed validation, bad file."""
 
 
+class RecoverableFault(RuntimeError):
+    """A runtime fault that ends a run but leaves its checkpoints usable (a dead learner rank):
+    `run_job` reports it in one line and, within `run.max_job_restarts`, resumes the run."""
+
+
 def check(condition: bool, message: str) -> None:
     """Raise ConfigError(message) unless `condition`; for use in `validate` methods."""
     if not condition:
@@ -76,7 +81,8 @@ def run_job(schema: type[T], prepare: Callable[[T], Any], run: Callable[[T, Any]
 
     A user error while loading or preparing prints one line to stderr and exits with status 2;
     `--check` prints the resolved config and what `prepare` planned, then exits 0 without
-    starting Ray.
+    starting Ray. A `RecoverableFault` during the run prints one line and exits with status 1,
+    unless `run.max_job_restarts` allows another try: the run then resumes from its last checkpoint.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     check_only = "--check" in argv
@@ -94,7 +100,19 @@ def run_job(schema: type[T], prepare: Callable[[T], Any], run: Callable[[T, Any]
         print(describe() if callable(describe) else prepared)
         print("check passed: config and data are valid (Ray not started)")
         raise SystemExit(0)
-    print(json.dumps(run(config, prepared), indent=2, sort_keys=True))
+    restarts = getattr(getattr(config, "run", None), "max_job_restarts", 0)
+    for attempt in range(restarts + 1):
+        try:
+            result = run(config, prepared)
+            break
+        except RecoverableFault as e:
+            print(f"error: {e}", file=sys.stderr)  # one line: no traceback for a fault already named
+            if attempt == restarts:
+                raise SystemExit(1) from None
+            print(f"[cdra] run.max_job_restarts: resuming from the last checkpoint (restart {attempt + 1} of {restarts})",
+                  file=sys.stderr)
+            config = dataclasses.replace(config, run=dataclasses.replace(config.run, resume=True))
+    print(json.dumps(result, indent=2, sort_keys=True))
 
 
 def config_from_dict(schema: type[T], data: Mapping[str, Any]) -> T:

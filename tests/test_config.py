@@ -331,3 +331,33 @@ def test_non_finite_numbers_are_rejected(text):
         load_config(WithSpec, [f"rate={text}"])
     with pytest.raises(ConfigError, match=r"^rate: expected a finite number"):
         config_from_dict(WithSpec, {"rate": float(text)})
+
+
+def test_run_job_resumes_a_recoverable_fault_within_max_job_restarts(capsys):
+    """`run.max_job_restarts=N`: a RecoverableFault is reported in one line and the run is called
+    again with run.resume=true, at most N more times; past that the job exits with status 1."""
+    from cdra.config import RecoverableFault, run_job
+    from cdra.recipes.grpo import GRPOConfig
+
+    calls: list[bool] = []
+
+    def flaky(config, prepared):
+        calls.append(config.run.resume)
+        if len(calls) <= 2:
+            raise RecoverableFault("learner rank 0 died during train")
+        return {"policy/version": 1.0}
+
+    run_job(GRPOConfig, lambda c: None, flaky, ["run.max_job_restarts=2"])
+    out, err = capsys.readouterr()
+    assert calls == [False, True, True]
+    assert err.splitlines() == ["error: learner rank 0 died during train",
+                                "[cdra] run.max_job_restarts: resuming from the last checkpoint (restart 1 of 2)",
+                                "error: learner rank 0 died during train",
+                                "[cdra] run.max_job_restarts: resuming from the last checkpoint (restart 2 of 2)"]
+    assert '"policy/version": 1.0' in out
+
+    calls.clear()
+    with pytest.raises(SystemExit) as stopped:
+        run_job(GRPOConfig, lambda c: None, flaky, ["run.max_job_restarts=1"])
+    assert stopped.value.code == 1 and calls == [False, True]
+    assert capsys.readouterr().err.splitlines()[-1] == "error: learner rank 0 died during train"

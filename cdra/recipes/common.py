@@ -28,6 +28,7 @@ class RunConfig:
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     checkpoint_every: int = field(default=10, metadata={"help": "save learner + driver state every K steps, and always at the end of the run (0: only at the end)"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
+    max_job_restarts: int = field(default=0, metadata={"help": "after a dead learner rank, resume from the last checkpoint up to N times within the same job (0: stop)"})
     stop_after: int | None = field(default=None, metadata={"help": "stop (as if interrupted) after this step; for resume tests"})
     eval_every: int = 5
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
@@ -35,6 +36,7 @@ class RunConfig:
     def validate(self) -> None:
         check(bool(self.output_dir), "output_dir must not be empty")
         check(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
+        check(self.max_job_restarts >= 0, "max_job_restarts must be >= 0")
         check(self.eval_every >= 1, "eval_every must be >= 1")
         check(self.stop_after is None or self.stop_after >= 1, "stop_after must be >= 1 (or null)")
 

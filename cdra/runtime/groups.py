@@ -19,6 +19,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from cdra.algos.experience import Sample
+from cdra.config import RecoverableFault
 from cdra.rewards.judging import JudgeError, Judgement
 from cdra.runtime.learner import LearnerConfig, LearnerWorker
 from cdra.runtime.objectives import Objective
@@ -29,7 +30,7 @@ _RESTART_WAIT_S = 600.0  # a restarting engine reloads its model; vLLM on CPU ta
 _JUDGE_GRACE_S = 30.0  # past its own time limit, how long a judge engine may take to answer at all
 
 
-class LearnerDiedError(RuntimeError):
+class LearnerDiedError(RecoverableFault):
     """A learner rank's process died; the run cannot continue without a resume."""
 
 

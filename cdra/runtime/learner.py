@@ -129,6 +129,7 @@ class LearnerWorker:
         self.device = self.engine.device
         self.version = 0
         self.sync_group = None
+        self.broadcast_pause_s = 0.0  # fault injection only (`pause_broadcasts`)
 
     def _build_model(self) -> torch.nn.Module:
         c = self.config
@@ -331,12 +332,17 @@ class LearnerWorker:
         if self.rank == 0:
             if self.sync_group is None:
                 raise RuntimeError("broadcast_weights before init_sync_group")
-            broadcast_buckets(self.sync_group, flats, tamper_bucket)
+            broadcast_buckets(self.sync_group, flats, tamper_bucket, self.broadcast_pause_s)
         elif self.config.zero_stage == 3:
             for _ in flats:  # the gathers are collectives: follow rank 0 through every bucket
                 pass
         self.version = version
         return time.perf_counter() - started
+
+    def pause_broadcasts(self, seconds: float) -> None:
+        """Fault injection for tests: every later broadcast waits `seconds` after its first
+        bucket, long enough to kill an engine inside it (see `broadcast_buckets`)."""
+        self.broadcast_pause_s = seconds
 
     def state_checksum(self) -> float:
         return float(sum(p.double().sum() for p in self.named_weights().values()))

@@ -13,6 +13,7 @@ returns from a broadcast without moving a byte and without an error.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -137,12 +138,15 @@ def bucket_checksum(flat: torch.Tensor) -> torch.Tensor:
     return torch.stack([numel, bits.sum(), (bits * position).sum()])
 
 
-def broadcast_buckets(group: dist.ProcessGroup, flats: Iterable[torch.Tensor], tamper_bucket: int | None = None) -> None:
+def broadcast_buckets(group: dist.ProcessGroup, flats: Iterable[torch.Tensor], tamper_bucket: int | None = None,
+                      pause_s: float = 0.0) -> None:
     """Sender side (rank 0): broadcast each flat bucket, then its checksum.
 
     `flats` yields one flat tensor per bucket of the layout, lazily: bucket k+1 is built while
-    bucket k is on the wire (at most two buckets in memory). `tamper_bucket` perturbs that
-    bucket after its checksum is taken: fault injection, so tests can see a sync fail.
+    bucket k is on the wire (at most two buckets in memory). Fault injection for tests:
+    `tamper_bucket` perturbs that bucket after its checksum is taken, so a sync fails;
+    `pause_s` waits that long after the first bucket is posted, so an engine can be killed
+    while it is inside a broadcast (with part of the weights received).
     """
     in_flight: list[tuple[dist.Work, torch.Tensor, torch.Tensor]] = []  # buffers stay referenced until sent
     for index, flat in enumerate(flats):
@@ -151,6 +155,8 @@ def broadcast_buckets(group: dist.ProcessGroup, flats: Iterable[torch.Tensor], t
             flat = flat.clone()
             flat.view(_BITS_AS_INT[flat.element_size()])[0] ^= 1  # one flipped bit
         in_flight.append((group.broadcast(flat, 0), group.broadcast(checksum, 0), flat))
+        if index == 0 and pause_s > 0:
+            time.sleep(pause_s)
         if len(in_flight) > 1:
             work, check_work, _ = in_flight.pop(0)
             work.wait()
