@@ -84,7 +84,7 @@ def test_step_ppo_job_pays_prm_scores_at_step_ends(prm_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["policy/version"] == 2.0
-    assert math.isfinite(summary["value_loss"]) and summary["value_loss"] > 0
+    assert math.isfinite(summary["learner/value_loss"]) and summary["learner/value_loss"] > 0
     assert summary["prm/errors"] == 0 and summary["prm/timeouts"] == 0 and summary["prm/items"] > 0
     for key in ("eval/accuracy", "eval/process_accuracy"):
         assert 0.0 <= summary[f"{key}_before"] <= 1.0 and 0.0 <= summary[key] <= 1.0
