@@ -49,7 +49,7 @@ from cdra.recipes.common import (
     resolve_model,
     synthetic_spec,
 )
-from cdra.recipes.lpr_synthesize import SynthesisSettings, read_states, synthesize
+from cdra.recipes.lpr_synthesize import STATES_DIR, SynthesisSettings, read_states, synthesize, write_states
 from cdra.recipes.session import Session
 from cdra.rewards.judging import steps_splitter
 from cdra.runtime.learner import LearnerConfig
@@ -173,14 +173,17 @@ def experience_rows(path: str, tokenizer) -> list[dict]:
 
 
 def source_rows(session: Session, config: DPOConfig) -> list[dict]:
-    """The run's states: read from ``data_path`` or synthesized now on the policy's engines."""
+    """The run's states: read from ``data_path`` or synthesized now on the policy's engines
+    (and written to ``<output_dir>/process_rewards``)."""
     if config.data_path.endswith(".parquet"):
         return experience_rows(config.data_path, session.tokenizer)
     if config.data_path:
         return read_states(config.data_path)
     examples = session.prepared.data["train_data"]
     print(f"[cdra] synthesizing states for {len(examples)} questions on the policy's engines")
-    return synthesize(session, examples, config.synthesis, seed=config.run.seed * 1_000_003 + 7)
+    rows = synthesize(session, examples, config.synthesis, seed=config.run.seed * 1_000_003 + 7)
+    write_states(rows, Path(config.run.output_dir) / STATES_DIR)  # another run (e.g. the other mode) can read them: data_path=
+    return rows
 
 
 def prm_scores(session: Session, config: DPOConfig, rows: list[dict]) -> dict[tuple[str, int], float]:
