@@ -156,3 +156,24 @@ def test_dpo_runs_end_to_end_and_the_loss_falls(tmp_path, prm_dir, mode):
         assert len(records) == 16 and all("process_accuracy" in r for r in records)
     assert "eval/accuracy" in summary and "eval/accuracy_before" in summary
     assert (out / "final_model" / "config.json").exists()
+
+
+def test_experience_rows_number_solutions_per_prompt(tmp_path):
+    from transformers import AutoTokenizer
+
+    from cdra.algos.experience import Sample
+    from cdra.models.zoo import checkpoint_path
+    from cdra.recipes.dpo import experience_rows
+    from cdra.runtime.replay import samples_to_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_path("steps"))
+    ids = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    samples = [Sample(ids("Q1"), ids("Step 1: 1+2=3"), prompt_id="a", reward=1.0, metadata={"correct": 1.0}),
+               Sample(ids("Q1"), ids("Step 1: 1+2=4"), prompt_id="a", reward=0.7, metadata={"correct": 0.0}),
+               Sample(ids("Q2"), ids("Step 1: 2+2=4"), prompt_id="b", reward=1.0)]
+    path = tmp_path / "experience.parquet"
+    samples_to_dataset(samples).to_parquet(str(path))
+    rows = experience_rows(str(path), tokenizer)
+    assert [(r["question_id"], r["solution_index"], r["correct"], r["response"]) for r in rows] == [
+        ("a", 0, True, "Step 1: 1+2=3"), ("a", 1, False, "Step 1: 1+2=4"), ("b", 0, True, "Step 1: 2+2=4")]
+    assert rows[0]["prompt"] == "Q1"

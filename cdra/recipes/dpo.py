@@ -136,6 +136,9 @@ def prepare(config: DPOConfig) -> Prepared:
                 read_states(path)
             except ValueError as e:
                 raise ConfigError(f"data_path: {e}") from e
+    own = Path(config.run.output_dir) / STATES_DIR
+    check(config.data_path or config.run.resume or not own.exists(),
+          f"{own} already holds states: run.resume=true continues that run, data_path={own} reads them, or choose another run.output_dir")
     data = {"eval_data": load_examples(config.eval_data, "eval_data")}
     if not config.data_path:
         data["train_data"] = load_examples(config.train_data, "train_data")
@@ -179,6 +182,9 @@ def source_rows(session: Session, config: DPOConfig) -> list[dict]:
         return experience_rows(config.data_path, session.tokenizer)
     if config.data_path:
         return read_states(config.data_path)
+    own = Path(config.run.output_dir) / STATES_DIR
+    if config.run.resume and own.exists():  # stopped before its first checkpoint: the states are made
+        return read_states(own)
     examples = session.prepared.data["train_data"]
     print(f"[cdra] synthesizing states for {len(examples)} questions on the policy's engines")
     rows = synthesize(session, examples, config.synthesis, seed=config.run.seed * 1_000_003 + 7)
