@@ -59,6 +59,7 @@ from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem
 
 PAIRS_FILE = "pairs.pkl"
+REFERENCE_CHUNK = 256  # pairs per reference log-prob call
 
 
 @dataclass
@@ -234,7 +235,8 @@ def build_pairs(session: Session, config: DPOConfig) -> tuple[list[Sample], dict
     samples = [pair_sample(session.encode(p.prompt), session.encode(p.prefix) if p.prefix else [], session.encode(p.chosen),
                            session.encode(p.rejected), session.eos_id, prompt_id=p.question_id, group_id=i)
                for i, p in enumerate(pairs)]
-    attach_reference_logprobs(samples, session.learners.logprobs)
+    for start in range(0, len(samples), REFERENCE_CHUNK):  # one learner call collates its samples into one batch
+        attach_reference_logprobs(samples[start:start + REFERENCE_CHUNK], session.learners.logprobs)
     counts = {"pairs/total": float(len(pairs)), "pairs/questions": float(len({p.question_id for p in pairs})),
               **{f"pairs/{kind}": float(sum(p.kind == kind for p in pairs)) for kind in ("correct_vs_incorrect", "score_gap", "step")}}
     stored.write_bytes(pickle.dumps((samples, counts)))
