@@ -239,7 +239,8 @@ class Session:
         self.final_metrics["resume/saved_checksum"] = float(state.get("learner_checksum", float("nan")))
         self.final_metrics["resume/loaded_checksum"] = float(self.learners.call_all("state_checksum")[0])
         ray.get(self.replay.load_state_dict.remote(state["replay"]))
-        self.sync.push(self.version)  # engines start from the base model: bring them up to date
+        if self.sync is not None:  # engines start from the base model: bring them up to date (frozen ones need nothing)
+            self.sync.push(self.version)
         print(f"[cdra] resumed from {tag}: step {self.step}, policy version {self.version}")
         return True
 

@@ -21,7 +21,7 @@ from cdra.data.synthetic import SyntheticConfig, make_problems
 from cdra.models.tiny import TinyModelConfig
 from cdra.models.zoo.data import DEFAULT_MODEL, DEFAULT_SYNTHETIC, TASKS, Task, training_items
 
-__all__ = ["ZooRecipe", "RECIPES", "DEFAULT_SYNTHETIC", "checkpoint_dir", "checkpoint_path", "read_card", "ZOO_ROOT"]
+__all__ = ["ZooRecipe", "RECIPES", "JobBuild", "JOB_BUILDS", "DEFAULT_SYNTHETIC", "checkpoint_dir", "checkpoint_path", "read_card", "ZOO_ROOT"]
 
 ZOO_ROOT = Path(__file__).resolve().parent / "checkpoints"
 
@@ -109,17 +109,60 @@ _register(ZooRecipe(name="sr_r1", task="sr_r1", init="r1", steps=600, lr=1e-3, m
                     untagged_fraction=0.25))
 
 
+@dataclass(frozen=True)
+class JobBuild:
+    """A checkpoint the project's jobs build, not the SFT builder: ``commands`` run in order from
+    the repository root (the last one, `python -m cdra.models.zoo ship NAME RUN_DIR`, copies the
+    final job's model here in fp16 with its card). The digest covers the default config of each
+    job in ``configs`` ("module:Class") and the base checkpoint's recipe, so a changed default
+    without a rebuilt checkpoint fails CI like a changed ZooRecipe."""
+
+    name: str
+    base: str
+    commands: tuple[str, ...]
+    configs: tuple[str, ...]
+    run_dir: str  # the final job's run.output_dir in ``commands``
+
+    @property
+    def build_command(self) -> str:
+        return " && ".join(self.commands)
+
+    def digest(self) -> str:
+        import importlib
+
+        from cdra.config import to_dict
+
+        fields: dict = {"base": RECIPES[self.base].digest(), "commands": list(self.commands)}
+        for spec in self.configs:
+            module, cls = spec.split(":")
+            fields[spec] = to_dict(getattr(importlib.import_module(module), cls)())
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# The LPR PRM (ALGORITHMS.md section 5): a (K+1)-class token classifier on the steps policy.
+# Interim build: the synthesize job had not landed, so its states are the ground-truth stand-in
+# `tests/test_lpr_prm.py::ground_truth_states` writes (value K while every step so far is right).
+JOB_BUILDS: dict[str, JobBuild] = {"lpr_prm": JobBuild(
+    name="lpr_prm", base="steps",
+    commands=("python -c 'from tests.test_lpr_prm import ground_truth_states, write_rows; from pathlib import Path; "
+              "write_rows(ground_truth_states(1500), Path(\"outputs/lpr_states/process_rewards\"))'",
+              "python jobs/train_prm.py states_dir=outputs/lpr_states/process_rewards run.output_dir=outputs/train_prm",
+              "python -m cdra.models.zoo ship lpr_prm outputs/train_prm"),
+    configs=("cdra.recipes.train_prm:TrainPRMConfig",), run_dir="outputs/train_prm")}
+
+
 def checkpoint_dir(name: str, root: Path | None = None) -> Path:
     return (root or ZOO_ROOT) / name
 
 
 def checkpoint_path(name: str) -> str:
     """The shipped HF directory of zoo checkpoint ``name``; a one-line error if it is missing."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown zoo checkpoint {name!r}; shipped: {sorted(RECIPES)}")
+    if name not in RECIPES and name not in JOB_BUILDS:
+        raise ValueError(f"unknown zoo checkpoint {name!r}; shipped: {sorted([*RECIPES, *JOB_BUILDS])}")
     path = checkpoint_dir(name)
     if not (path / "card.json").exists():
-        raise FileNotFoundError(f"zoo checkpoint {name!r} is not built at {path}; run: python -m cdra.models.zoo build {name}")
+        how = JOB_BUILDS[name].build_command if name in JOB_BUILDS else f"python -m cdra.models.zoo build {name}"
+        raise FileNotFoundError(f"zoo checkpoint {name!r} is not built at {path}; run: {how}")
     return str(path)
 
 
