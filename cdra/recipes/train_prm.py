@@ -58,6 +58,7 @@ from cdra.runtime.roles import FrozenEngines, Learners, RoleSpec, RuleVerifiers,
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem
 
+SOLUTION_SCORES = ("product", "min", "sum", "last")
 POLICY_ROLE = "policy"  # frozen engines: the learner trains the PRM, never the policy they sample
 STATE_COLUMNS = ("question_id", "prompt", "kind", "step_index", "prefix", "value", "k")
 
@@ -75,17 +76,19 @@ class TrainPRMConfig:
     num_scorers: int = 1
     num_rollout_workers: int = 1
     rollout: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=512))
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_tokens=64),
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=64),
                                      metadata={"help": "the policy's evaluation samples (best-of-N and the steps PRM quality reads)"})
     best_of: int = field(default=16, metadata={"help": "policy samples per held-out question (0: train only)"})
     solution_score: SolutionScore = field(default="product", metadata={"help": "how best-of-N reduces a sample's step scores"})
     threshold_class: int = field(default=2, metadata={"help": "step score = P(class >= threshold_class)"})
     max_steps: int = field(default=5, metadata={"help": "steps read per response: the first consecutive 'Step N:' markers"})
     prm_time_limit_s: float = 300.0
-    steps: int = 150
+    # measured on the ground-truth stand-in states (docs/results/lpr.md): lr 5e-4 x 150 and 2e-3 x 300 steps left
+    # the PRM near its class prior; the tiny trunk needs several hundred steps at 1e-3 to separate steps
+    steps: int = 600
     batch_size: int = 64
     max_seq_len: int = 512
-    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=5e-4, micro_batch_size=64, head="classifier",
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=1e-3, micro_batch_size=64, head="classifier",
                                                                          num_labels=4))
 
     def validate(self) -> None:
@@ -274,11 +277,13 @@ def best_of_n(items: list[ScoreItem], judged, correct: list[bool], config: Train
     """Accuracy of each pick among the same ``best_of`` samples per question."""
     n = config.best_of
     rng = random.Random(config.run.seed)
-    picks = {"prm": [], "majority": [], "random": [], "oracle": []}
+    picks: dict[str, list[bool]] = {"prm": [], **{f"prm_{how}": [] for how in SOLUTION_SCORES}, "majority": [], "random": [], "oracle": []}
     for q in range(len(items) // n):
         group = range(q * n, (q + 1) * n)
         right = [correct[i] for i in group]
         picks["prm"].append(right[pick_by_score([solution_score(judged[i].step_scores, config.solution_score) for i in group])])
+        for how in SOLUTION_SCORES:  # every reduction on the same samples, for comparison
+            picks[f"prm_{how}"].append(right[pick_by_score([solution_score(judged[i].step_scores, how) for i in group])])
         picks["majority"].append(right[pick_majority([answer_of(items[i].response) if answer_of else items[i].response for i in group])])
         picks["random"].append(right[pick_random(n, rng)])
         picks["oracle"].append(oracle_correct(right))
