@@ -78,7 +78,8 @@ class Session:
         self.specs = roles
         self.replay = None
         try:
-            self.rollouts = self.roles.of_kind(PolicyEngines, roles)
+            # a run without learners (LPR synthesis) samples from frozen engines of the policy named "rollout"
+            self.rollouts = self.roles.of_kind(PolicyEngines, roles) or self.roles.get("rollout")
             self.learners = self.roles.of_kind(Learners, roles)
             self.scorers = self.roles.of_kind(RuleVerifiers, roles)
             self.reference = self.roles.of_kind(Reference, roles)
@@ -151,7 +152,7 @@ class Session:
 
     def sync_engines(self) -> float:
         """Bring the engines to the learner's current version; returns the seconds it took."""
-        return self.sync.push(self.version) if self.sync.version != self.version else 0.0
+        return self.sync.push(self.version) if self.sync is not None and self.sync.version != self.version else 0.0
 
     def evaluate(self, examples: list[TaskExample], template: str, sampling: SamplingConfig, tag: str = "eval",
                  samples: int = 0, record_fields: Callable[[dict], dict[str, float]] | None = None) -> dict[str, float]:
@@ -249,7 +250,7 @@ class Session:
         out = Path(self.run.output_dir)
         finished = self.step >= getattr(self, "total_steps", 0)
         try:
-            if finished:
+            if finished and self.learners is not None:  # a run without learners has no model of its own
                 self.learners.save_pretrained(str(out / "final_model"), self.model_path)
                 ray.get(self.replay.export.remote(str(out / "experience.parquet")))
             curves = [k for k in ("reward/mean", "eval/reward", "eval/sampled_reward") if k in self.final_metrics]
