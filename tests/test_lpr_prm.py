@@ -43,11 +43,10 @@ def ground_truth_states(num_problems: int, k: int = 3, seed: int = 0) -> list[di
 
 
 def write_rows(rows: list[dict], directory: Path) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """The states as the synthesize job writes them (one shard)."""
+    from cdra.recipes.lpr_synthesize import write_states
 
-    directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), directory / "data-00000-of-00001.parquet")
+    write_states(rows, directory)
     return directory
 
 
@@ -107,7 +106,7 @@ def test_config_errors_before_any_actor(tmp_path):
     from cdra.config import ConfigError, load_config
     from cdra.recipes.train_prm import TrainPRMConfig, prepare
 
-    with pytest.raises(ConfigError, match="no parquet files"):
+    with pytest.raises(ConfigError, match="states_dir: .*no process-reward shards"):
         prepare(load_config(TrainPRMConfig, [f"states_dir={tmp_path}"]))
     with pytest.raises(ConfigError, match="threshold_class"):
         load_config(TrainPRMConfig, ["threshold_class=4"])

@@ -50,6 +50,7 @@ from cdra.recipes.common import (
     synthetic_spec,
 )
 from cdra.recipes.evaluation import answer_extractor
+from cdra.recipes.lpr_synthesize import read_states
 from cdra.recipes.session import Session
 from cdra.rewards.judging import incremental_offsets, steps_splitter, token_spans
 from cdra.runtime.learner import LearnerConfig
@@ -60,7 +61,6 @@ from cdra.runtime.scorer import ScoreItem
 
 SOLUTION_SCORES = ("product", "min", "sum", "last")
 POLICY_ROLE = "policy"  # frozen engines: the learner trains the PRM, never the policy they sample
-STATE_COLUMNS = ("question_id", "prompt", "kind", "step_index", "prefix", "value", "k")
 
 
 @dataclass
@@ -111,18 +111,11 @@ class TrainPRMConfig:
 
 
 def read_state_rows(directory: str) -> list[dict]:
-    """The labelled states in ``directory`` (the parquet files of a `datasets` save); a
-    one-line error when it is missing or lacks a column this job reads."""
-    import pyarrow.parquet as pq
-
-    files = sorted(Path(directory).expanduser().rglob("*.parquet"))
-    if not files:
-        raise ConfigError(f"states_dir: no parquet files in {directory!r}; run jobs/synthesize_process_rewards.py first")
-    rows = [row for f in files for row in pq.read_table(f).to_pylist()]
-    missing = sorted(set(STATE_COLUMNS) - set(rows[0]) if rows else set())
-    if missing or not rows:
-        raise ConfigError(f"states_dir {directory!r}: " + (f"rows lack columns {missing}" if rows else "no rows"))
-    return rows
+    """The synthesize job's states (`read_states`), its ValueError as a one-line config error."""
+    try:
+        return read_states(Path(directory).expanduser())
+    except ValueError as e:
+        raise ConfigError(f"states_dir: {e}") from e
 
 
 def check_states(rows: list[dict], num_labels: int) -> int:
