@@ -43,11 +43,10 @@ def ground_truth_states(num_problems: int, k: int = 3, seed: int = 0) -> list[di
 
 
 def write_rows(rows: list[dict], directory: Path) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """The states as the synthesize job writes them (one shard)."""
+    from cdra.recipes.lpr_synthesize import write_states
 
-    directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), directory / "data-00000-of-00001.parquet")
+    write_states(rows, directory)
     return directory
 
 
@@ -107,7 +106,7 @@ def test_config_errors_before_any_actor(tmp_path):
     from cdra.config import ConfigError, load_config
     from cdra.recipes.train_prm import TrainPRMConfig, prepare
 
-    with pytest.raises(ConfigError, match="no parquet files"):
+    with pytest.raises(ConfigError, match="states_dir: .*no process-reward shards"):
         prepare(load_config(TrainPRMConfig, [f"states_dir={tmp_path}"]))
     with pytest.raises(ConfigError, match="threshold_class"):
         load_config(TrainPRMConfig, ["threshold_class=4"])
@@ -117,17 +116,21 @@ def test_config_errors_before_any_actor(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_prm_loss_falls_and_the_written_prm_is_served(tmp_path):
+def test_prm_loss_falls_resumes_and_the_written_prm_is_served(tmp_path):
     from cdra.config import load_config
     from cdra.recipes.train_prm import TrainPRMConfig, prepare, run
     from cdra.runtime.tracking import read_metrics
 
     states = write_rows(ground_truth_states(48), tmp_path / "states")
     out = tmp_path / "run"
-    config = load_config(TrainPRMConfig, [
-        f"states_dir={states}", f"run.output_dir={out}", "run.use_wandb=false", "run.checkpoint_every=0", "steps=12",
-        "batch_size=32", "learner.micro_batch_size=32", "learner.lr=1e-3", "best_of=4", "eval_data.num_examples=8"])
+    args = [f"states_dir={states}", f"run.output_dir={out}", "run.use_wandb=false", "run.checkpoint_every=0", "steps=12",
+            "batch_size=32", "learner.micro_batch_size=32", "learner.lr=2e-3", "best_of=4", "eval_data.num_examples=8"]
+    config = load_config(TrainPRMConfig, args + ["run.stop_after=6"])
+    run(config, prepare(config))
+    assert not (out / "final_model").exists()  # stopped, as if interrupted
+    config = load_config(TrainPRMConfig, args + ["run.resume=true"])
     summary = run(config, prepare(config))
+    assert summary["resume/saved_checksum"] == summary["resume/loaded_checksum"]
     losses = [row["learner/loss"] for row in read_metrics(out / "metrics.jsonl") if "learner/loss" in row]
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
     # the evaluation served <output_dir>/prm with PRMPool: every step scored, none failed

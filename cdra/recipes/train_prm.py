@@ -50,6 +50,7 @@ from cdra.recipes.common import (
     synthetic_spec,
 )
 from cdra.recipes.evaluation import answer_extractor
+from cdra.recipes.lpr_synthesize import read_states
 from cdra.recipes.session import Session
 from cdra.rewards.judging import incremental_offsets, steps_splitter, token_spans
 from cdra.runtime.learner import LearnerConfig
@@ -58,8 +59,8 @@ from cdra.runtime.roles import FrozenEngines, Learners, RoleSpec, RuleVerifiers,
 from cdra.runtime.rollout import EngineConfig, SamplingConfig
 from cdra.runtime.scorer import ScoreItem
 
+SOLUTION_SCORES = ("product", "min", "sum", "last")
 POLICY_ROLE = "policy"  # frozen engines: the learner trains the PRM, never the policy they sample
-STATE_COLUMNS = ("question_id", "prompt", "kind", "step_index", "prefix", "value", "k")
 
 
 @dataclass
@@ -75,17 +76,19 @@ class TrainPRMConfig:
     num_scorers: int = 1
     num_rollout_workers: int = 1
     rollout: EngineConfig = field(default_factory=lambda: EngineConfig(max_model_len=512))
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, max_tokens=64),
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=64),
                                      metadata={"help": "the policy's evaluation samples (best-of-N and the steps PRM quality reads)"})
     best_of: int = field(default=16, metadata={"help": "policy samples per held-out question (0: train only)"})
     solution_score: SolutionScore = field(default="product", metadata={"help": "how best-of-N reduces a sample's step scores"})
     threshold_class: int = field(default=2, metadata={"help": "step score = P(class >= threshold_class)"})
     max_steps: int = field(default=5, metadata={"help": "steps read per response: the first consecutive 'Step N:' markers"})
     prm_time_limit_s: float = 300.0
-    steps: int = 150
+    # measured on the ground-truth stand-in states (docs/results/lpr.md): lr 5e-4 x 150 and 2e-3 x 300 steps left
+    # the PRM near its class prior; the tiny trunk needs several hundred steps at 1e-3 to separate steps
+    steps: int = 600
     batch_size: int = 64
     max_seq_len: int = 512
-    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=5e-4, micro_batch_size=64, head="classifier",
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(num_ranks=1, lr=1e-3, micro_batch_size=64, head="classifier",
                                                                          num_labels=4))
 
     def validate(self) -> None:
@@ -108,18 +111,11 @@ class TrainPRMConfig:
 
 
 def read_state_rows(directory: str) -> list[dict]:
-    """The labelled states in ``directory`` (the parquet files of a `datasets` save); a
-    one-line error when it is missing or lacks a column this job reads."""
-    import pyarrow.parquet as pq
-
-    files = sorted(Path(directory).expanduser().rglob("*.parquet"))
-    if not files:
-        raise ConfigError(f"states_dir: no parquet files in {directory!r}; run jobs/synthesize_process_rewards.py first")
-    rows = [row for f in files for row in pq.read_table(f).to_pylist()]
-    missing = sorted(set(STATE_COLUMNS) - set(rows[0]) if rows else set())
-    if missing or not rows:
-        raise ConfigError(f"states_dir {directory!r}: " + (f"rows lack columns {missing}" if rows else "no rows"))
-    return rows
+    """The synthesize job's states (`read_states`), its ValueError as a one-line config error."""
+    try:
+        return read_states(Path(directory).expanduser())
+    except ValueError as e:
+        raise ConfigError(f"states_dir: {e}") from e
 
 
 def check_states(rows: list[dict], num_labels: int) -> int:
@@ -274,11 +270,13 @@ def best_of_n(items: list[ScoreItem], judged, correct: list[bool], config: Train
     """Accuracy of each pick among the same ``best_of`` samples per question."""
     n = config.best_of
     rng = random.Random(config.run.seed)
-    picks = {"prm": [], "majority": [], "random": [], "oracle": []}
+    picks: dict[str, list[bool]] = {"prm": [], **{f"prm_{how}": [] for how in SOLUTION_SCORES}, "majority": [], "random": [], "oracle": []}
     for q in range(len(items) // n):
         group = range(q * n, (q + 1) * n)
         right = [correct[i] for i in group]
         picks["prm"].append(right[pick_by_score([solution_score(judged[i].step_scores, config.solution_score) for i in group])])
+        for how in SOLUTION_SCORES:  # every reduction on the same samples, for comparison
+            picks[f"prm_{how}"].append(right[pick_by_score([solution_score(judged[i].step_scores, how) for i in group])])
         picks["majority"].append(right[pick_majority([answer_of(items[i].response) if answer_of else items[i].response for i in group])])
         picks["random"].append(right[pick_random(n, rng)])
         picks["oracle"].append(oracle_correct(right))

