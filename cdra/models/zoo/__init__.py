@@ -109,6 +109,10 @@ _register(ZooRecipe(name="sr_r1", task="sr_r1", init="r1", steps=600, lr=1e-3, m
                     untagged_fraction=0.25))
 
 
+_OPERATIONAL_RUN_KEYS = ("ray_address", "use_wandb", "wandb_mode", "checkpoint_every", "resume", "stop_after",
+                         "max_job_restarts", "placement_strategy")
+
+
 @dataclass(frozen=True)
 class JobBuild:
     """A checkpoint the project's jobs build, not the SFT builder: ``commands`` run in order from
@@ -135,7 +139,10 @@ class JobBuild:
         fields: dict = {"base": RECIPES[self.base].digest(), "commands": list(self.commands)}
         for spec in self.configs:
             module, cls = spec.split(":")
-            fields[spec] = to_dict(getattr(importlib.import_module(module), cls)())
+            config = to_dict(getattr(importlib.import_module(module), cls)())
+            for key in _OPERATIONAL_RUN_KEYS:  # how a run is driven, not what it builds
+                config.get("run", {}).pop(key, None)
+            fields[spec] = config
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
