@@ -20,7 +20,7 @@ import ray
 
 from cdra.config import load_config
 from cdra.recipes import grpo
-from cdra.recipes.common import PromptStream, load_examples
+from cdra.recipes.common import PromptStream, latest_checkpoint, load_examples
 from cdra.runtime.groups import LearnerDiedError
 from cdra.runtime.replay import load_export
 
@@ -234,7 +234,8 @@ def test_judge_engine_killed_mid_judging(tmp_path, ray_local):
 
 def _run_job_killing_a_learner(out, model: str, after_step: int, *extra: str) -> subprocess.CompletedProcess:
     """`python jobs/grpo.py` as a user runs it; its learner rank 0 (a Ray worker process below the
-    job's own local Ray) is SIGKILLed once metrics.jsonl holds `after_step` steps, once."""
+    job's own local Ray) is SIGKILLed once the checkpoint of step `after_step` is complete, once.
+    (metrics.jsonl is written before the step's checkpoint: watching it raced the checkpoint.)"""
     import psutil
 
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
@@ -242,9 +243,9 @@ def _run_job_killing_a_learner(out, model: str, after_step: int, *extra: str) ->
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def watch() -> None:
-        metrics = out / "metrics.jsonl"
         while job.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= after_step:
+            checkpoint = latest_checkpoint(str(out))
+            if checkpoint is not None and checkpoint[1]["step"] >= after_step:
                 for p in psutil.Process(job.pid).children(recursive=True):
                     if "_LazyLearner" in " ".join(p.cmdline()):
                         p.kill()
