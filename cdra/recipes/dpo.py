@@ -195,18 +195,13 @@ def source_rows(session: Session, config: DPOConfig) -> list[dict]:
 
 def prm_scores(session: Session, config: DPOConfig, rows: list[dict]) -> dict[tuple[str, int], float]:
     """Solution score of every full-solution row under the served PRM."""
-    from cdra.runtime.prm_actor import PRMPool, at_least_class
+    from cdra.runtime.prm_actor import between_steps_prm
 
     items = [ScoreItem(r["response"], "", prompt_ids=session.encode(r["prompt"]), response_ids=session.encode(r["response"]))
              for r in rows]
-    # no CPU claimed: the run's placement group holds the cluster's CPUs; the PRM scores between steps
-    pool = PRMPool(resolve_model(config.prm_path, "lpr_prm"), session.tokenizer, steps_splitter(config.max_steps),
-                   reduction=at_least_class(config.threshold_class), time_limit_s=config.prm_time_limit_s,
-                   actor_options=[{"num_cpus": 0}])
-    try:
+    with between_steps_prm(resolve_model(config.prm_path, "lpr_prm"), session.tokenizer, steps_splitter(config.max_steps),
+                           config.threshold_class, config.prm_time_limit_s) as pool:
         judged = pool.score(items)
-    finally:
-        pool.close()
     failed = [j.error for j in judged if j.error]
     if failed:
         raise RuntimeError(f"PRM failed on {len(failed)} of {len(items)} solutions: {failed[0]}")

@@ -217,7 +217,7 @@ def train(session: Session, config: TrainPRMConfig, rows: list[dict]) -> None:
 def evaluate_prm(session: Session, config: TrainPRMConfig, examples: list[TaskExample]) -> dict[str, float]:
     """Serve the current PRM (written to ``<output_dir>/prm``) and measure it on ``best_of``
     policy samples per held-out question: step quality against ground truth, and best-of-N."""
-    from cdra.runtime.prm_actor import PRMPool, at_least_class
+    from cdra.runtime.prm_actor import between_steps_prm
 
     directory = Path(session.run.output_dir) / "prm"
     if directory.exists():
@@ -228,16 +228,12 @@ def evaluate_prm(session: Session, config: TrainPRMConfig, examples: list[TaskEx
     groups = session.roles[POLICY_ROLE].generate(prompts, sampling, config.best_of)
     items = [ScoreItem(c.text, e.answer, metadata={"question": e.question, "id": e.id}, prompt_ids=c.prompt_ids,
                        response_ids=c.response_ids) for e, g in zip(examples, groups) for c in g]
-    # no CPU claimed: the run's placement group holds the cluster's CPUs; the PRM runs between steps
-    pool = PRMPool(str(directory), session.tokenizer, steps_splitter(config.max_steps), reduction=at_least_class(config.threshold_class),
-                   time_limit_s=config.prm_time_limit_s, actor_options=[{"num_cpus": 0}])
-    try:
+    with between_steps_prm(str(directory), session.tokenizer, steps_splitter(config.max_steps), config.threshold_class,
+                           config.prm_time_limit_s) as pool:
         judged = []
         for start in tqdm(range(0, len(items), 256), desc="prm eval", leave=False):
             judged += pool.score(items[start : start + 256])
-        errors = sum(j.error is not None for j in judged)
-    finally:
-        pool.close()
+    errors = sum(j.error is not None for j in judged)
     correct = [o.score > 0 for o in session.scorers.score(items)]
     metrics = step_quality(items, judged, pool, examples, config.best_of)
     metrics.update(best_of_n(items, judged, correct, config, answer_extractor(config.verifier)))

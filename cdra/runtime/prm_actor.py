@@ -8,7 +8,8 @@ response ids exactly as for the generative judge (`JudgePool.step_spans`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -143,3 +144,16 @@ class PRMPool:
 
         for a in self.actors:
             ray.kill(a)
+
+
+@contextmanager
+def between_steps_prm(model_path: str, policy_tokenizer: Any, split: Callable[[str], Sequence[tuple[int, int]]],
+                      threshold_class: int, time_limit_s: float) -> Iterator[PRMPool]:
+    """One PRM actor claiming no CPU, for scoring between learner steps: the run's placement
+    group already holds the cluster's CPUs, and nothing else runs while the PRM scores."""
+    pool = PRMPool(model_path, policy_tokenizer, split, reduction=at_least_class(threshold_class), time_limit_s=time_limit_s,
+                   actor_options=[{"num_cpus": 0}])
+    try:
+        yield pool
+    finally:
+        pool.close()
