@@ -235,22 +235,23 @@ def evaluate_prm(session: Session, config: TrainPRMConfig, examples: list[TaskEx
             judged += pool.score(items[start : start + 256])
     errors = sum(j.error is not None for j in judged)
     correct = [o.score > 0 for o in session.scorers.score(items)]
-    metrics = step_quality(items, judged, pool, examples, config.best_of)
+    metrics = step_quality(items, judged, session.tokenizer, steps_splitter(config.max_steps), examples, config.best_of)
     metrics.update(best_of_n(items, judged, correct, config, answer_extractor(config.verifier)))
     metrics["prm_eval/errors"] = float(errors)
     print("[cdra] PRM eval: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return metrics
 
 
-def step_quality(items: list[ScoreItem], judged, pool, examples: list[TaskExample], n: int) -> dict[str, float]:
-    """Every scored step against `step_truths` of the step texts the PRM read."""
+def step_quality(items: list[ScoreItem], judged, tokenizer, split, examples: list[TaskExample], n: int) -> dict[str, float]:
+    """Every scored step against `step_truths` of the step texts the PRM read (decoded and split
+    as `PRMPool.step_spans` does)."""
     scores: list[float] = []
     labels: list[bool] = []
     unlabelled = 0
     for index, (item, result) in enumerate(zip(items, judged)):
         problem = problem_from_question(examples[index // n].question)
-        text, offsets = incremental_offsets(item.response_ids, lambda ids: pool.tokenizer.decode(ids, skip_special_tokens=True))
-        chars = list(pool.split(text))
+        text, offsets = incremental_offsets(item.response_ids, lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        chars = list(split(text))
         truth = step_truths(problem, [text[a:b] for a, b in chars]) if problem is not None else None
         if truth is None or result.error or len(truth) != len(result.step_scores):
             unlabelled += 1
