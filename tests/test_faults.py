@@ -234,8 +234,8 @@ def test_judge_engine_killed_mid_judging(tmp_path, ray_local):
 
 def _run_job_killing_a_learner(out, model: str, after_step: int, *extra: str) -> subprocess.CompletedProcess:
     """`python jobs/grpo.py` as a user runs it; its learner rank 0 (a Ray worker process below the
-    job's own local Ray) is SIGKILLed once the checkpoint of step `after_step` is complete, once.
-    (metrics.jsonl is written before the step's checkpoint: watching it raced the checkpoint.)"""
+    job's own local Ray) is SIGKILLed once, when the checkpoint of step `after_step` is complete
+    (not when metrics.jsonl has the step: a step logs its metrics before it checkpoints)."""
     import psutil
 
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
