@@ -1,5 +1,6 @@
-"""`python jobs/cdra.py` on real engines: the policy's steps are judged by the served genprm,
-the scores land on exactly their steps' tokens, and process accuracy is reported."""
+"""`python jobs/cdra.py` on real engines, the embedded default: the policy's steps are judged by
+the served genprm, the scores land on exactly their steps' tokens, and held-out process accuracy
+rises."""
 
 from __future__ import annotations
 
@@ -15,47 +16,6 @@ import pytest
 from cdra.rewards import split_steps
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(900)
-def test_cdra_job_lays_judged_step_scores_on_their_tokens(tmp_path):
-    from transformers import AutoTokenizer
-
-    from cdra.models.zoo import checkpoint_path
-
-    out = tmp_path / "cdra"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "cdra.py"), "steps=2", "rollout_batch_size=16", "eval_data.num_examples=16",
-                           "run.eval_every=2", f"run.output_dir={out}", "run.use_wandb=false"],
-                          env=env, capture_output=True, text=True, timeout=850)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["policy/version"] == 2.0
-    for key in ("eval/accuracy", "eval/process_accuracy"):
-        assert 0.0 <= summary[f"{key}_before"] <= 1.0 and 0.0 <= summary[key] <= 1.0
-    assert summary["judge/errors"] == 0 and summary["judge/timeouts"] == 0
-    assert summary["judge/prompts"] > 32  # 2 steps x 16 responses, about 2 judged steps each
-
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_path("steps"))
-    rows = pd.read_parquet(out / "experience.parquet")
-    assert len(rows) == 32
-    for _, row in rows.iterrows():
-        meta = json.loads(row["metadata_json"])
-        rewards, ids = list(row["token_rewards"]), list(row["response_ids"])
-        body = [t for t in ids if t != tokenizer.eos_token_id]
-        text = tokenizer.decode(body)
-        assert len(text) == len(body)  # the tiny tokenizer is byte-level: token t is character t
-        # token t carries the score of the step holding character t (0 outside the steps), plus
-        # the default outcome term (weight 1) of the answer checker's 0/1 on every token
-        spans = split_steps(text, max_steps=5)
-        assert len(spans) == len(meta["step_scores"])
-        expected = [meta["correct"]] * len(ids)
-        for span, score in zip(spans, meta["step_scores"]):
-            expected[span.start:span.end] = [score + meta["correct"]] * (span.end - span.start)
-        assert rewards == pytest.approx(expected)
-    assert set(rows["prompt_id"]) and all(json.loads(m)["process_correct"] in (0.0, 1.0) for m in rows["metadata_json"])
 
 
 @pytest.mark.integration
@@ -77,7 +37,8 @@ def test_cdra_default_raises_process_accuracy(tmp_path):
     # the served judge on held-out steps of the policy's own samples, against the same truth
     assert summary["prm/items"] > 300 and summary["prm/wrong_items"] > 50
     assert summary["prm/auc"] > 0.8 and summary["prm/wrong_judged_wrong"] > 0.7 and summary["prm/right_judged_right"] > 0.8
-    assert summary["judge/errors"] == 0 and summary["prm/unlabelled_responses"] < 10
+    assert summary["judge/errors"] == 0 and summary["judge/timeouts"] == 0 and summary["prm/unlabelled_responses"] < 10
+    assert summary["policy/version"] == 20.0 and summary["judge/prompts"] > 20 * 64  # about 2 judged steps a response
     assert len(pd.read_parquet(out / "experience.parquet")) == 20 * 64
     # per-question records of the first and last evaluation, which the paired comparison reads
     from cdra.recipes.compare import load_run, outcomes
@@ -85,3 +46,28 @@ def test_cdra_default_raises_process_accuracy(tmp_path):
     records = load_run(str(out))
     assert (records.first_step, records.last_step) == (0, 20) and len(records.last) == 200
     assert sum(outcomes(records.last, "process_accuracy").values()) / 200 == pytest.approx(summary["eval/process_accuracy"])
+    _assert_step_scores_lie_on_their_tokens(out / "experience.parquet")
+
+
+def _assert_step_scores_lie_on_their_tokens(experience) -> None:
+    """Token t of a response carries the judged score of the step holding character t (0 outside
+    the steps), plus the default outcome term (weight 1) of the answer checker's 0/1 on every token."""
+    from transformers import AutoTokenizer
+
+    from cdra.models.zoo import checkpoint_path
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_path("steps"))
+    rows = pd.read_parquet(experience)
+    for _, row in rows.iterrows():
+        meta = json.loads(row["metadata_json"])
+        rewards, ids = list(row["token_rewards"]), list(row["response_ids"])
+        body = [t for t in ids if t != tokenizer.eos_token_id]
+        text = tokenizer.decode(body)
+        assert len(text) == len(body)  # the tiny tokenizer is byte-level: token t is character t
+        spans = split_steps(text, max_steps=5)
+        assert len(spans) == len(meta["step_scores"])
+        expected = [meta["correct"]] * len(ids)
+        for span, score in zip(spans, meta["step_scores"]):
+            expected[span.start:span.end] = [score + meta["correct"]] * (span.end - span.start)
+        assert rewards == pytest.approx(expected)
+        assert meta["process_correct"] in (0.0, 1.0)

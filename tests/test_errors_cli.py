@@ -1,10 +1,18 @@
 """Every class of bad input to a job fails before any actor starts: one line on stderr naming the
-key (or file), exit status 2, no Ray. Each case runs the job's real entry point in a subprocess."""
+key (or file), exit status 2, no Ray.
+
+Each case runs the job script's own `__main__` block (`runpy`, as `python jobs/X.py` would) in
+this process, where a started Ray would show as `ray.is_initialized()`; a few cases also run the
+script in a subprocess exactly as a user does, for what only a fresh process shows (the exit
+status, a clean stderr without a traceback, no Ray session directory, the CPU it costs)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import resource
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -12,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import ray
 
-pytestmark = pytest.mark.integration  # each case runs a job's process (imports torch, ray, vllm: seconds each)
+pytestmark = pytest.mark.integration  # imports the recipes (torch, ray, vllm); a few cases start a job's process
 ROOT = Path(__file__).resolve().parents[1]
-# CPU seconds of the job process: importing a recipe (torch, ray, transformers) costs a few;
-# wall time is no guide on a shared 2-core machine. That no actor started is shown by Ray's
-# temp dir (RAY_TMPDIR) staying empty: ray.init writes its session there first.
+# CPU seconds of a job process that fails on its input: importing a recipe (torch, ray,
+# transformers) costs a few; wall time is no guide on a shared 2-core machine.
 CPU_LIMIT_S = 20.0
 
 
@@ -26,11 +34,33 @@ class JobResult:
     returncode: int
     stdout: str
     stderr: str
-    cpu_s: float
     ray_started: bool
+    cpu_s: float = 0.0
 
 
 def run_job(job: str, *args: str) -> JobResult:
+    """`python jobs/<job>.py ARGS` run in this process: its `__main__` block under runpy."""
+    assert not ray.is_initialized()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv, path = sys.argv, list(sys.path)
+    sys.argv = [str(ROOT / "jobs" / f"{job}.py"), *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv, sys.path[:] = argv, path
+        started = ray.is_initialized()
+        if started:
+            ray.shutdown()
+    return JobResult(code, stdout.getvalue(), stderr.getvalue(), started)
+
+
+def run_job_process(job: str, *args: str) -> JobResult:
+    """`python jobs/<job>.py ARGS` in its own process, as a user runs it. That no actor started is
+    shown by Ray's temp dir (RAY_TMPDIR) staying empty: ray.init writes its session there first."""
     with tempfile.TemporaryDirectory() as ray_tmp:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -38,7 +68,7 @@ def run_job(job: str, *args: str) -> JobResult:
                               env=env, cwd=ROOT, timeout=300)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        return JobResult(proc.returncode, proc.stdout, proc.stderr, cpu, any(Path(ray_tmp).iterdir()))
+        return JobResult(proc.returncode, proc.stdout, proc.stderr, any(Path(ray_tmp).iterdir()), cpu)
 
 
 def assert_clean_error(result: JobResult, *names: str) -> str:
@@ -134,7 +164,22 @@ def test_check_prints_config_and_planned_actors_without_ray(job):
     result = run_job(job, "--check")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "check passed" in result.stdout and "actors (role x count" in result.stdout
-    assert not result.ray_started and result.cpu_s < CPU_LIMIT_S
+    assert not result.ray_started
+
+
+@pytest.mark.parametrize("job,args,names", [
+    ("grpo", ["no_such_key=1"], ["no_such_key"]),
+    ("grpo", ["train_data.format=gsm8k", "train_data.path=/no/such/file.jsonl"], ["train_data", "/no/such/file.jsonl"]),
+    ("critique_rl", ["actor_path=/no/such/actor"], ["actor_path"]),
+])
+def test_bad_input_in_a_fresh_process_is_one_line_exit_2_without_a_ray_session(job, args, names):
+    assert_clean_error(run_job_process(job, *args), *names)
+
+
+def test_check_in_a_fresh_process_exits_0_without_a_ray_session():
+    result = run_job_process("grpo", "--check")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "check passed" in result.stdout and not result.ray_started and result.cpu_s < CPU_LIMIT_S
 
 
 def test_check_counts_skipped_rows(data_files):

@@ -50,9 +50,9 @@ def test_builder_trains_through_the_learner_group(tmp_path: Path):
 
     from cdra.models.zoo.build import build
 
-    path = build("steps", tmp_path, steps=12)
+    path = build("steps", tmp_path, steps=12, eval_problems=16)
     card = read_card("steps", tmp_path)
-    assert card["trained_steps"] == 12 and card["recipe"]["steps"] == 12
+    assert card["trained_steps"] == 12 and card["recipe"]["steps"] == 12 and card["recipe"]["eval_problems"] == 16
     assert card["digest"] != RECIPES["steps"].digest()  # a shortened build is not the shipped one
     assert card["loss_curve"][-1] < 0.75 * card["initial_loss"]
     assert AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers == RECIPES["steps"].model.num_layers

@@ -113,6 +113,8 @@ class LearnerWorker:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
 
+        if not self.on_gpu:
+            _skip_shm_inference_op(deepspeed)
         _init_process_group(rank, config.num_ranks, master_addr, master_port, "nccl" if self.on_gpu else "gloo")
         deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", auto_mpi_discovery=False)  # adopts the group above
         torch.manual_seed(config.seed + rank)
@@ -386,6 +388,14 @@ def _zero_loss(module: torch.nn.Module) -> torch.Tensor:
 def _local_grad_norm(module: torch.nn.Module) -> float:
     grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
     return float(torch.stack(grads).norm()) if grads else float("nan")
+
+
+def _skip_shm_inference_op(deepspeed) -> None:
+    """On CPU, DeepSpeed's comm backend JIT-compiles its shared-memory all-reduce op at start-up
+    (tens of seconds on a fresh machine, and a build killed midway leaves a lock that blocks every
+    later learner). Only inference all-reduce uses it; training goes through the gloo group, so
+    mark the op unavailable and never build it."""
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _init_process_group(rank: int, world_size: int, master_addr: str, master_port: int, backend: str) -> None:

@@ -77,12 +77,12 @@ def refinement_probe(session: Session, problems) -> dict[str, float]:
     return out
 
 
-def build(name: str, root: Path | None = None, steps: int | None = None) -> Path:
+def build(name: str, root: Path | None = None, **shortened: int) -> Path:
     """Build checkpoint ``name`` (its base must already be in ``root``) and return its directory.
 
-    ``steps`` shortens the schedule (tests); the card then records the shortened recipe, whose
-    digest no longer matches the shipped one."""
-    recipe = RECIPES[name] if steps is None else dataclasses.replace(RECIPES[name], steps=steps)
+    ``shortened`` replaces recipe fields (tests: ``steps=12, eval_problems=16``); the card then
+    records the shortened recipe, whose digest no longer matches the shipped one."""
+    recipe = dataclasses.replace(RECIPES[name], **shortened)
     target = checkpoint_dir(name, root)
     base = build_tiny_model(recipe.model) if recipe.init == "scratch" else checkpoint_dir(recipe.init, root)
     if not (base / "config.json").exists():
