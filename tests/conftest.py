@@ -22,13 +22,20 @@ def r1_model() -> str:
     return checkpoint_path("r1")
 
 
-@pytest.fixture(scope="module", autouse=False)
+@pytest.fixture
 def ray_local():
-    """A local Ray instance for one test module, shut down afterwards."""
-    import ray
-
+    """A local Ray instance in this process. It stays up for later tests of the same process,
+    which then skip `ray.init`'s seconds (Ray shuts it down at exit); a test that needs none
+    asks for `no_ray`."""
     from cdra.runtime.cluster import init_ray
 
     init_ray()
-    yield
-    ray.shutdown()
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray instance in this process: an earlier test's may still be up."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

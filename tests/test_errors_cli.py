@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 import ray
 
-pytestmark = pytest.mark.integration  # imports the recipes (torch, ray, vllm); a few cases start a job's process
+# imports the recipes (torch, ray, vllm); a few cases start a job's process. `no_ray`: an earlier
+# test's Ray instance is shut down, so that a job starting one would show.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_ray")]
 ROOT = Path(__file__).resolve().parents[1]
 # CPU seconds of a job process that fails on its input: importing a recipe (torch, ray,
 # transformers) costs a few; wall time is no guide on a shared 2-core machine.

@@ -201,18 +201,10 @@ def test_state_dict_round_trip_resumes_exactly():
 
 
 # ---- Ray actor -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=1, include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.integration
 def test_replay_store_actor_preserves_provenance(ray_local):
-    ray = ray_local
+    import ray
+
     store = ReplayStore.remote(mode="off_policy", max_staleness=1, keep_history=True)
     samples = rich_samples()
     assert ray.get(store.add.remote(samples)) == 2

@@ -185,7 +185,7 @@ def test_wandb_init_failure_does_not_crash(tmp_path, monkeypatch, caplog):
 
 @pytest.mark.integration
 @pytest.mark.timeout(90)
-def test_ray_gauges_created_and_set(tmp_path):
+def test_ray_gauges_created_and_set(tmp_path, no_ray):
     ray = pytest.importorskip("ray")
     assert make_tracker(tmp_path).gauges == {}  # no Ray, no gauges
     ray.init(address="local", num_cpus=1, include_dashboard=False)
