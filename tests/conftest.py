@@ -22,7 +22,7 @@ def r1_model() -> str:
     return checkpoint_path("r1")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_local():
     """A local Ray instance in this process. It stays up for later tests of the same process,
     which then skip `ray.init`'s seconds (Ray shuts it down at exit); a test that needs none
