@@ -5,17 +5,12 @@ rises."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from jobscript import run_job_script
 
 from cdra.rewards import split_steps
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration
@@ -26,10 +21,7 @@ def test_cdra_default_raises_process_accuracy(tmp_path):
     0-2 against +0.015 / -0.01 / +0.015 for outcome-only GRPO (docs/results/cdra.md). Before
     training the served judge is measured against the synthetic task's truth."""
     out = tmp_path / "default"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "cdra.py"), "run.eval_every=20", f"run.output_dir={out}", "run.use_wandb=false"],
-                          env=env, capture_output=True, text=True, timeout=850)
+    proc = run_job_script("cdra", "run.eval_every=20", f"run.output_dir={out}", "run.use_wandb=false")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["eval/process_accuracy"] >= summary["eval/process_accuracy_before"] + 0.03, summary

@@ -5,20 +5,15 @@ the zoo r1 policy with real engines and verifiers, no critic."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from jobscript import run_job_script
 
 from cdra.data.example import TaskExample
 from cdra.recipes.evaluation import answer_extractor, evaluate_policy
 from cdra.rewards import r1_zero_reward_fn
 from cdra.runtime.rollout import Completion, SamplingConfig
 from cdra.runtime.scorer import ScoreResult
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class _Pool:
@@ -76,12 +71,9 @@ def test_answers_maj_at_k_votes_on():
 @pytest.mark.timeout(900)
 def test_evaluate_job_on_a_plain_policy(tmp_path, r1_model):
     out = tmp_path / "eval"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), "mode=policy", f"policy_path={r1_model}",
-                           "data.num_examples=12", "policy.samples=4", "policy.pass_k=[1,4]", "policy.maj_k=[4]",
-                           "policy.max_tokens=64", "actor_engine.max_model_len=256", f"output_dir={out}"],
-                          env=env, capture_output=True, text=True, timeout=850)
+    proc = run_job_script("evaluate", "mode=policy", f"policy_path={r1_model}", "data.num_examples=12", "policy.samples=4",
+                          "policy.pass_k=[1,4]", "policy.maj_k=[4]", "policy.max_tokens=64", "actor_engine.max_model_len=256",
+                          f"output_dir={out}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     saved = json.loads((out / "eval.json").read_text())
     m = saved["metrics"]

@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from jobscript import run_job_script
 
 from cdra.config import ConfigError, load_config
 from cdra.recipes.step_ppo import StepPPOConfig, prepare
 from cdra.rewards import split_steps
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +71,8 @@ def test_step_ppo_job_pays_prm_scores_at_step_ends(prm_dir, tmp_path):
     from cdra.models.zoo import checkpoint_path
 
     out = tmp_path / "step_ppo"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "step_ppo.py"), f"prm_path={prm_dir}", "steps=2", "rollout_batch_size=16",
-                           "eval_data.num_examples=16", "run.eval_every=2", f"run.output_dir={out}", "run.use_wandb=false"],
-                          env=env, capture_output=True, text=True, timeout=550)
+    proc = run_job_script("step_ppo", f"prm_path={prm_dir}", "steps=2", "rollout_batch_size=16", "eval_data.num_examples=16",
+                          "run.eval_every=2", f"run.output_dir={out}", "run.use_wandb=false")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["policy/version"] == 2.0

@@ -4,25 +4,17 @@ resumed, it ends with every question once, the first shard untouched, in the con
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from jobscript import JobResult, run_job_script
 
 from cdra.recipes.lpr_synthesize import STATE_COLUMNS, read_states
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def _job(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    args = ["train_data.num_examples=8", "chunk_questions=4", "synthesis.num_solutions=3", "synthesis.num_completions=2",
-            "synthesis.keep_probability=1.0", f"run.output_dir={out}", *extra]
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "synthesize_process_rewards.py"), *args],
-                          env=env, capture_output=True, text=True, timeout=400)
+def _job(out: Path, *extra: str) -> JobResult:
+    proc = run_job_script("synthesize_process_rewards", "train_data.num_examples=8", "chunk_questions=4", "synthesis.num_solutions=3",
+                          "synthesis.num_completions=2", "synthesis.keep_probability=1.0", f"run.output_dir={out}", *extra)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
