@@ -40,12 +40,3 @@ def no_ray():
     if ray.is_initialized():
         ray.shutdown()
 
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files with integration tests first, the pure files last (a stable sort: file and test order
-    kept otherwise). The integration files hold nearly all of the suite's time; with `--dist
-    loadfile --no-loadscope-reorder` the two workers then end on seconds-long pure files instead of
-    one of them running a minutes-long file alone (xdist's own reorder puts the files with the
-    most tests first, which are the pure ones)."""
-    heavy = {item.path for item in items if item.get_closest_marker("integration")}
-    items.sort(key=lambda item: item.path not in heavy)

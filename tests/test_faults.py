@@ -229,18 +229,19 @@ def _run_job_killing_a_learner(out, model: str, after_step: int, *extra: str) ->
 
 
 _DIED = r"^error: learner rank 0 died during .*run\.resume=true"
+_ONE_ENGINE = ("num_rollout_workers=1", "num_scorers=1")  # the learner is the victim: one engine and scorer suffice
 
 
 def test_dead_learner_rank_prints_one_line_exits_non_zero_and_resume_finishes(tmp_path, tiny_model, ray_local):
     """`python jobs/grpo.py` whose learner rank is SIGKILLed: one line naming the rank, exit 1, the
     last checkpoint kept and no final model; a later `run.resume=true` run finishes the job."""
     out = tmp_path / "run"
-    result = _run_job_killing_a_learner(out, tiny_model, 1, "run.checkpoint_every=1")
+    result = _run_job_killing_a_learner(out, tiny_model, 1, *_ONE_ENGINE, "run.checkpoint_every=1")
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert len([line for line in result.stderr.splitlines() if re.match(_DIED, line)]) == 1, result.stderr[-3000:]
     assert (out / "checkpoints" / "latest.json").exists() and not (out / "final_model").exists()
-    summary = grpo.run(_config(tiny_model, out, "run.checkpoint_every=1", "run.resume=true"))
+    summary = grpo.run(_config(tiny_model, out, *_ONE_ENGINE, "run.checkpoint_every=1", "run.resume=true"))
     assert summary["policy/version"] == STEPS
     assert summary["resume/loaded_checksum"] == summary["resume/saved_checksum"]
     assert (out / "final_model" / "config.json").exists()
@@ -248,7 +249,7 @@ def test_dead_learner_rank_prints_one_line_exits_non_zero_and_resume_finishes(tm
 
 def test_max_job_restarts_resumes_a_dead_learner_in_the_same_job(tmp_path, tiny_model):
     out = tmp_path / "run"
-    result = _run_job_killing_a_learner(out, tiny_model, 2, "run.checkpoint_every=1", "run.max_job_restarts=1")
+    result = _run_job_killing_a_learner(out, tiny_model, 2, *_ONE_ENGINE, "run.checkpoint_every=1", "run.max_job_restarts=1")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stderr.splitlines()
     assert len([line for line in lines if re.match(_DIED, line)]) == 1, result.stderr[-3000:]

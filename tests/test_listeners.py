@@ -1,13 +1,14 @@
 """The project's own listeners (weight-sync store and gloo pairs, the learner group's rendezvous)
-of a single-machine run bind to loopback, never to all interfaces."""
+of a single-machine run bind to loopback, never to all interfaces. The run whose listeners are
+checked is test_spine.py's (2 engines, 2 learner ranks); the checks live here."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+from dataclasses import dataclass
 
 import psutil
-import pytest
 import ray
 
 from cdra.runtime.cluster import LOOPBACK, bound_store, free_port, local_address_towards
@@ -48,42 +49,37 @@ def test_local_address_towards_loopback_is_loopback():
     assert local_address_towards("localhost") == LOOPBACK
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(900)
-def test_run_listeners_are_on_loopback(tmp_path, ray_local, capsys):
-    from cdra.config import load_config
-    from cdra.models.tiny import build_tiny_model
-    from cdra.recipes import grpo
+@dataclass
+class RunListeners:
+    listeners: dict[str, set[tuple[str, int]]]  # by role: every listening (ip, port) of its process
+    ray_ports: dict[str, int]  # by role: Ray's own core-worker port in that process
+    session_addresses: list[tuple[str, int]]  # the DeepSpeed rendezvous store, the weight-sync store
 
-    config = load_config(grpo.GRPOConfig, [
-        f"model_path={build_tiny_model()}", "steps=1", "rollout_batch_size=8", "group_size=4", "train_batch_size=8",
-        "num_rollout_workers=1", "learner.num_ranks=2", "learner.micro_batch_size=8", "num_scorers=1",
-        "eval_data.num_examples=2", "eval_samples=0", "sampling.max_tokens=16", "rollout.max_model_len=256",
-        f"run.output_dir={tmp_path / 'run'}", "run.use_wandb=false",
-    ])
-    session = grpo.start_session(config)
-    try:
-        grpo.train(session, config)  # one weight push: the sync group's pairs are connected
-        actors = {f"rollout {i}": w for i, w in enumerate(session.rollouts.workers)}
-        actors.update({f"learner rank {r}": w for r, w in enumerate(session.learners.workers)})
-        listeners, ray_ports = {}, {}
-        for role, actor in actors.items():
-            # Ray's debugging actor table: the actor's process and its core-worker gRPC port
-            info = ray._private.state.actors(actor._actor_id.hex())
-            listeners[role] = _listening(info["Pid"])
-            ray_ports[role] = info["Address"]["Port"]
-        session_addresses = [session.learners.rendezvous, session.sync.rendezvous]
-    finally:
-        session.close()
-    ray_own = {role: {a for a in addrs if a[1] == ray_ports[role]} for role, addrs in listeners.items()}
-    ours = {role: addrs - ray_own[role] for role, addrs in listeners.items()}
-    with capsys.disabled():
-        print(f"\nRay's core-worker listener in each actor: {ray_own}")
-        print(f"Ray's own processes: {_ray_listeners()}")
+
+def run_listeners(session) -> RunListeners:
+    """What the rollout workers and learner ranks of a running session (after one weight push,
+    when the sync group's pairs are connected) listen on. test_spine.py asserts it on its run."""
+    actors = {f"rollout {i}": w for i, w in enumerate(session.rollouts.workers)}
+    actors.update({f"learner rank {r}": w for r, w in enumerate(session.learners.workers)})
+    listeners, ray_ports = {}, {}
+    for role, actor in actors.items():
+        # Ray's debugging actor table: the actor's process and its core-worker gRPC port
+        info = ray._private.state.actors(actor._actor_id.hex())
+        listeners[role] = _listening(info["Pid"])
+        ray_ports[role] = info["Address"]["Port"]
+    return RunListeners(listeners, ray_ports, [session.learners.rendezvous, session.sync.rendezvous])
+
+
+def assert_run_listeners_on_loopback(found: RunListeners) -> None:
+    """Besides Ray's own core-worker port, every listener of the run's actors is cdra's and on
+    loopback: the two rendezvous stores in learner rank 0, the gloo pairs of the DeepSpeed group
+    (learners) and of the weight-sync group (all)."""
+    ray_own = {role: {a for a in addrs if a[1] == found.ray_ports[role]} for role, addrs in found.listeners.items()}
+    ours = {role: addrs - ray_own[role] for role, addrs in found.listeners.items()}
+    print(f"Ray's core-worker listener in each actor: {ray_own}\nRay's own processes: {_ray_listeners()}")
     rank0 = ours["learner rank 0"]
-    for address in session_addresses:  # the DeepSpeed rendezvous store, the weight-sync store
+    for address in found.session_addresses:
         assert address[0] == LOOPBACK and address in rank0, (address, rank0)
-    # besides those stores: gloo pairs of the DeepSpeed group (learners) and the weight-sync group (all)
     assert all(ours.values()), ours
     wild = {role: sorted(a for a in addrs if not _is_loopback(a[0])) for role, addrs in ours.items()}
     assert not any(wild.values()), f"listeners off loopback: {wild}"

@@ -97,12 +97,17 @@ def _free_cpus_return_to(total: float, timeout_s: float = 60.0) -> bool:
     return False
 
 
-def _alive(actor) -> bool:
-    try:
-        ray.get(actor.pid.remote(), timeout=30)
-        return True
-    except ray.exceptions.RayActorError:
-        return False
+def _alive(actor, timeout_s: float = 30.0) -> bool:
+    """Whether `actor` still answers `timeout_s` after asking: `ray.kill` is asynchronous, so an
+    actor just killed may serve a call or two before its process goes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.pid.remote(), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 @pytest.mark.integration

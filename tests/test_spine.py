@@ -1,5 +1,6 @@
 """The real distributed loop: 2 vLLM rollout engines, 2 DeepSpeed learner ranks, scorer pool,
-reference model, replay store and weight broadcast, running GRPO steps on CPU."""
+reference model, replay store and weight broadcast, running GRPO steps on CPU; its own
+listeners are on loopback (test_listeners.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import pytest
 import ray
 import torch
+from test_listeners import assert_run_listeners_on_loopback, run_listeners
 
 from cdra.config import load_config
 from cdra.recipes import grpo
@@ -31,6 +33,7 @@ def test_grpo_steps_on_real_actors(tmp_path, r1_model, ray_local):
     try:
         base_checksum = ray.get(session.rollouts.workers[0].param_checksum.remote())
         grpo.train(session, config)
+        listeners = run_listeners(session)  # while the run's actors are up
 
         # every engine acknowledged the last update and holds new weights
         assert session.rollouts.versions() == [2, 2]
@@ -57,6 +60,8 @@ def test_grpo_steps_on_real_actors(tmp_path, r1_model, ray_local):
         assert len(set(history["group_id"])) == 2 * 8
     finally:
         session.close()
+
+    assert_run_listeners_on_loopback(listeners)
 
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
