@@ -44,10 +44,11 @@ class RolloutJob:
     queue: list[tuple[int, list[list[int]]]]
     pending: dict[ray.ObjectRef, tuple[int, list[list[int]], int, int]] = field(default_factory=dict)  # ref -> (start, chunk, worker, version)
     results: dict[int, dict] = field(default_factory=dict)
+    home: dict[int, int] = field(default_factory=dict)  # chunk start -> the engine that samples it while that engine is up
 
 
 class RolloutPool:
-    """N RolloutWorker actors; prompts are cut into chunks handed to whichever engine is free."""
+    """N RolloutWorker actors; prompts are cut into chunks, each sampled by its own engine (round robin)."""
 
     def __init__(self, config: EngineConfig, num_workers: int, actor_options: list[dict] | None = None, chunks_per_worker: int = 2,
                  max_restarts: int = 3) -> None:
@@ -67,8 +68,9 @@ class RolloutPool:
         self.served = [0] * len(self.workers)  # chunks served per worker
 
     def _chunks(self, prompts: list[list[int]]) -> list[tuple[int, list[list[int]]]]:
-        # extra chunks only balance load between engines; a lone engine is fastest with the whole
-        # batch at once (halving vLLM's batch cost ~20% CPU per token, benchmarks/rollout_throughput.py)
+        # `chunks_per_worker` chunks per engine, each with its own engine (`_engine_for`); a lone
+        # engine is fastest with the whole batch at once (halving vLLM's batch cost ~20% CPU per
+        # token, benchmarks/rollout_throughput.py)
         per_worker = self.chunks_per_worker if len(self.workers) > 1 else 1
         num_chunks = max(1, min(len(prompts), len(self.workers) * per_worker))
         bounds = [round(i * len(prompts) / num_chunks) for i in range(num_chunks + 1)]
@@ -77,14 +79,15 @@ class RolloutPool:
     def _job(self, prompts: list[list[int]], sampling: SamplingConfig, n: int) -> RolloutJob:
         if self.down:
             self.recover()
-        return RolloutJob(sampling, n, time.perf_counter(), self._chunks(prompts))
+        chunks = self._chunks(prompts)
+        return RolloutJob(sampling, n, time.perf_counter(), chunks, home={start: i % len(self.workers) for i, (start, _) in enumerate(chunks)})
 
     def _dispatch(self, job: RolloutJob, start: int, chunk: list[list[int]], worker: int) -> None:
         ref = self.workers[worker].generate.remote(chunk, job.sampling, job.n, start)
         job.pending[ref] = (start, chunk, worker, self.version)
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1) -> list[list[Completion]]:
-        """Blocking generation; each chunk goes to the first idle engine (load balancing)."""
+        """Blocking generation; each chunk goes to its own engine (`_engine_for`)."""
         return self._finish(self._job(prompts, sampling, n))
 
     def submit(self, prompts: list[list[int]], sampling: SamplingConfig, n: int = 1) -> RolloutJob:
@@ -112,8 +115,12 @@ class RolloutPool:
             if job.queue and not idle and not job.pending:
                 self.recover()  # every engine is down: wait for the restarts
                 continue
-            while job.queue and idle:
-                self._dispatch(job, *job.queue.pop(0), idle.pop(0))
+            for start, chunk in list(job.queue):
+                worker = self._engine_for(job, start, idle)
+                if worker is not None:
+                    job.queue.remove((start, chunk))
+                    idle.remove(worker)
+                    self._dispatch(job, start, chunk, worker)
             done, _ = ray.wait(list(job.pending), num_returns=1)
             start, chunk, worker, version = job.pending.pop(done[0])
             try:
@@ -132,6 +139,16 @@ class RolloutPool:
             self.served[worker] += 1
             job.results[start] = out
         return self._assemble(job)
+
+    def _engine_for(self, job: RolloutJob, start: int, idle: list[int]) -> int | None:
+        """The chunk's own engine once it is idle, so that each engine gets the same chunks in the
+        same order on every run: an engine samples with its own seed (vLLM on CPU ignores
+        per-request ones), and handing chunks to whichever engine is free first would make a
+        run's samples depend on timing. A chunk whose engine is down goes to any idle engine."""
+        home = job.home[start]
+        if home in idle:
+            return home
+        return idle[0] if home in self.down and idle else None
 
     def _mark_down(self, worker: int) -> None:
         if worker not in self.down:
