@@ -3,11 +3,11 @@
 The r1 checkpoint samples half of its answers outside the ``<answer>`` tags the r1 reward asks
 for (`cdra.models.zoo.data`); GRPO must raise the tagged share, the held-out reward of samples
 at the rollout temperature, and the held-out greedy reward, i.e. answer accuracy, not only the
-format. Measured (docs/results/grpo.md, 2026-12-06): seed 0 greedy 0.492 -> 0.578 and, in a
-rerun, 0.555 (two engines: which engine samples which prompts depends on timing, so runs are not
-bit-reproducible; an earlier code gave 0.523); seeds 1, 2: 0.539, 0.586; sampled reward 0.172
--> 0.238, sampled format 0.58 -> 0.80. The greedy margin is two of the 128 problems, below the
-smallest gain seen; the others are about half of what was measured.
+format. Measured (docs/results/grpo.md, 2026-12-06, reproducible run to run): seed 0 greedy
+0.492 -> 0.586, sampled reward 0.172 -> 0.238, sampled format 0.58 -> 0.76; seeds 1, 2: greedy
+0.555, 0.570 (with engines taken first-idle, seed 0 had given 0.523, 0.555 and 0.578). The greedy
+margin is two of the 128 problems, below the smallest gain seen; the others are about half of
+what was measured.
 """
 
 from __future__ import annotations
