@@ -34,6 +34,10 @@ def test_grpo_steps_on_real_actors(tmp_path, r1_model, ray_local):
         base_checksum = ray.get(session.rollouts.workers[0].param_checksum.remote())
         grpo.train(session, config)
         listeners = run_listeners(session)  # while the run's actors are up
+        # the learners never build DeepSpeed's shm inference op (a fresh machine's start-up cost)
+        shm_usable = session.learners.workers[0].__ray_call__.remote(
+            lambda self: __import__("deepspeed").ops.__compatible_ops__["deepspeed_shm_comm"])
+        assert ray.get(shm_usable) is False
 
         # every engine acknowledged the last update and holds new weights
         assert session.rollouts.versions() == [2, 2]
