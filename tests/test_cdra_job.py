@@ -9,8 +9,7 @@ import json
 import pandas as pd
 import pytest
 from jobscript import run_job_script
-
-from cdra.rewards import split_steps
+from judged_rows import judged_rows
 
 
 @pytest.mark.integration
@@ -49,17 +48,10 @@ def _assert_step_scores_lie_on_their_tokens(experience) -> None:
     from cdra.models.zoo import checkpoint_path
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint_path("steps"))
-    rows = pd.read_parquet(experience)
-    for _, row in rows.iterrows():
-        meta = json.loads(row["metadata_json"])
-        rewards, ids = list(row["token_rewards"]), list(row["response_ids"])
-        body = [t for t in ids if t != tokenizer.eos_token_id]
-        text = tokenizer.decode(body)
-        assert len(text) == len(body)  # the tiny tokenizer is byte-level: token t is character t
-        spans = split_steps(text, max_steps=5)
-        assert len(spans) == len(meta["step_scores"])
-        expected = [meta["correct"]] * len(ids)
-        for span, score in zip(spans, meta["step_scores"]):
-            expected[span.start:span.end] = [score + meta["correct"]] * (span.end - span.start)
-        assert rewards == pytest.approx(expected)
-        assert meta["process_correct"] in (0.0, 1.0)
+    for r in judged_rows(experience, tokenizer):
+        correct = r.meta["correct"]
+        expected = [correct] * len(r.ids)
+        for span, score in zip(r.spans, r.meta["step_scores"]):
+            expected[span.start:span.end] = [score + correct] * (span.end - span.start)
+        assert r.rewards == pytest.approx(expected)
+        assert r.meta["process_correct"] in (0.0, 1.0)

@@ -8,13 +8,12 @@ import json
 import math
 import re
 
-import pandas as pd
 import pytest
 from jobscript import run_job_script
+from judged_rows import judged_rows
 
 from cdra.config import ConfigError, load_config
 from cdra.recipes.step_ppo import StepPPOConfig, prepare
-from cdra.rewards import split_steps
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +85,19 @@ def test_step_ppo_job_pays_prm_scores_at_step_ends(prm_dir, tmp_path):
     assert (out / "final_model" / "critic" / "config.json").is_file()
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint_path("steps"))
-    rows = pd.read_parquet(out / "experience.parquet")
-    assert len(rows) == 32 and set(rows["policy_version"]) == {0, 1}
+    rows = list(judged_rows(out / "experience.parquet", tokenizer))
+    assert len(rows) == 32 and {r.row["policy_version"] for r in rows} == {0, 1}
     scored = 0
-    for _, row in rows.iterrows():
-        meta = json.loads(row["metadata_json"])
-        rewards, ids = list(row["token_rewards"]), list(row["response_ids"])
-        body = [t for t in ids if t != tokenizer.eos_token_id]
-        text = tokenizer.decode(body)
-        assert len(text) == len(body)  # the tiny tokenizer is byte-level: token t is character t
-        spans = split_steps(text, max_steps=5)
-        assert len(spans) == len(meta["step_scores"])
-        expected = [0.0] * len(ids)
-        for span, score in zip(spans, meta["step_scores"]):
+    for r in rows:
+        expected = [0.0] * len(r.ids)
+        for span, score in zip(r.spans, r.meta["step_scores"]):
             expected[span.end - 1] += score
             scored += 1
-        if row["policy_version"] == 0:
+        if r.row["policy_version"] == 0:
             # sampled by the starting policy: the learner's log-probs equal the reference's, no KL
-            assert abs(meta["kl_reward"]) < 1e-3
-            assert rewards == pytest.approx(expected, abs=1e-4)
+            assert abs(r.meta["kl_reward"]) < 1e-3
+            assert r.rewards == pytest.approx(expected, abs=1e-4)
         else:  # one update on: a small KL penalty on every token, the step scores on top
-            assert [r - e for r, e in zip(rewards, expected)] == pytest.approx([0.0] * len(ids), abs=0.05)
-            assert sum(rewards) - sum(expected) == pytest.approx(meta["kl_reward"], abs=1e-4)
+            assert [a - e for a, e in zip(r.rewards, expected)] == pytest.approx([0.0] * len(r.ids), abs=0.05)
+            assert sum(r.rewards) - sum(expected) == pytest.approx(r.meta["kl_reward"], abs=1e-4)
     assert scored > 32  # about 2 steps per response
