@@ -74,18 +74,40 @@ def _kill_when_running(session, pid: int, task_name: str | None, after_step: int
 
     address = ray.get_runtime_context().gcs_address  # other Ray instances may run on this machine
 
+    def running() -> bool:
+        tasks = list_tasks(address=address, filters=[("name", "=", task_name), ("state", "=", "RUNNING")])
+        return any(t.worker_pid == pid for t in tasks)
+
+    _kill_when(session, pid, after_step, killed, (lambda: True) if task_name is None else running, poll_s=0.25)
+
+
+def _kill_during_second_chunk(session, pid: int, worker: int, after_step: int, killed: dict) -> None:
+    """SIGKILL rollout worker `worker` (process `pid`) while it samples the second of its two
+    chunks of a step: the pool hands that chunk over the moment the first one is counted in
+    `served` (odd count), so the kill lands mid-generation without relying on Ray's lagging
+    task states."""
+    def second_chunk_running() -> bool:
+        if session.rollouts.served[worker] % 2 == 0:
+            return False
+        time.sleep(0.2)  # the chunk was submitted at once; let it start sampling
+        return session.rollouts.served[worker] % 2 == 1  # and it has not finished yet
+
+    _kill_when(session, pid, after_step, killed, second_chunk_running, poll_s=0.01)
+
+
+def _kill_when(session, pid: int, after_step: int, killed: dict, ready, poll_s: float) -> None:
+    """From a watcher thread: SIGKILL `pid` at the first `ready()` once the session reached
+    `after_step`; `killed` records the step and the engines' served counts, `killed["stop"]` ends it."""
     def watch() -> None:
         while "stop" not in killed and session.step < after_step:
             time.sleep(0.1)
         while "stop" not in killed:
-            running = [] if task_name is None else list_tasks(
-                address=address, filters=[("name", "=", task_name), ("state", "=", "RUNNING")])
-            if task_name is None or any(t.worker_pid == pid for t in running):
+            if ready():
                 killed["step"] = session.step
                 killed["served"] = list(session.rollouts.served)
                 os.kill(pid, signal.SIGKILL)
                 return
-            time.sleep(0.25)
+            time.sleep(poll_s)
 
     threading.Thread(target=watch, daemon=True).start()
 
@@ -114,7 +136,7 @@ def test_rollout_worker_killed_mid_generation_and_a_scorer_mid_scoring(tmp_path,
     try:
         pid = ray.get(session.rollouts.workers[victim].pid.remote())
         scorer_pids = [_pid(a) for a in session.scorers.actors]
-        _kill_when_running(session, pid, "RolloutWorker.generate", 1, killed)
+        _kill_during_second_chunk(session, pid, victim, 1, killed)
         _kill_when_running(session, scorer_pids[0], "RuleScorer.score", 2, scorer_killed)
         grpo.train(session, config)
         versions = session.rollouts.versions()
