@@ -13,8 +13,10 @@ import datetime
 import ipaddress
 import os
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
@@ -24,8 +26,52 @@ LOOPBACK = "127.0.0.1"
 _MIN_CPU = 0.001  # a bundle must hold some resource; Ray's resource granularity is 1e-4
 
 
+T = TypeVar("T")
+
+
+def read_cluster_state(read: Callable[[], T], what: str, timeout_s: float = 60.0) -> T:
+    """`read()` (`ray.nodes`, `ray.cluster_resources`, ...), with a deadline.
+
+    These reads go through one GCS accessor per driver process, which waits for each reply
+    without a deadline; a long-lived driver (a test process after a hundred runs) was seen
+    blocked in one for good while the GCS answered every other client at once. So the read
+    runs in a helper thread; past `timeout_s` the accessor is dropped (the next read connects
+    a fresh one) and the read is tried once more before giving up with a one-line error."""
+    for _ in range(2):
+        box = _read_in_thread(read, what, timeout_s)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        if "value" in box:
+            return box["value"]  # type: ignore[return-value]
+        _drop_state_accessor()
+    raise RuntimeError(f"Ray's cluster state did not answer {what} within {timeout_s:g}s, twice (is the GCS up?)")
+
+
+def _read_in_thread(read: Callable[[], object], what: str, timeout_s: float) -> dict[str, object]:
+    """{"value": ...} or {"error": ...} once `read` returns or raises; {} if it is still waiting."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = read()
+        except BaseException as err:  # handed to the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name=f"cdra-read-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return box
+
+
+def _drop_state_accessor() -> None:
+    from ray._private import state
+
+    with state.state._init_lock:
+        state.state._global_state_accessor = None
+
+
 def on_gpu_cluster() -> bool:
-    return ray.cluster_resources().get("GPU", 0) > 0
+    return read_cluster_state(ray.cluster_resources, "cluster_resources").get("GPU", 0) > 0
 
 
 def init_ray(address: str | None = None, local_cpus: int | None = None) -> None:
@@ -129,7 +175,7 @@ def _sum(nodes: list[dict[str, float]]) -> dict[str, float]:
 
 
 def alive_node_resources() -> list[dict[str, float]]:
-    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    return [dict(n["Resources"]) for n in read_cluster_state(ray.nodes, "nodes") if n.get("Alive")]
 
 
 class Placement:
@@ -178,7 +224,7 @@ class Placement:
 
 
 def single_node() -> bool:
-    return sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
+    return sum(1 for n in read_cluster_state(ray.nodes, "nodes") if n.get("Alive")) <= 1
 
 
 def listen_address() -> str:
