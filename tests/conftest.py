@@ -39,4 +39,3 @@ def no_ray():
 
     if ray.is_initialized():
         ray.shutdown()
-

@@ -1,6 +1,6 @@
 """The real distributed loop: 2 vLLM rollout engines, 2 DeepSpeed learner ranks, scorer pool,
 reference model, replay store and weight broadcast, running GRPO steps on CPU; its own
-listeners are on loopback (test_listeners.py)."""
+listeners are on loopback (loopback_listeners.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import pytest
 import ray
 import torch
-from test_listeners import assert_run_listeners_on_loopback, run_listeners
+from loopback_listeners import assert_run_listeners_on_loopback, run_listeners
 
 from cdra.config import load_config
 from cdra.recipes import grpo
