@@ -57,6 +57,8 @@ def _read_in_thread(read: Callable[[], object], what: str, timeout_s: float) -> 
         except BaseException as err:  # handed to the caller's thread
             box["error"] = err
 
+    # a daemon thread, not a ThreadPoolExecutor: an executor joins its threads at exit, so a read
+    # that never answers would hang the process's exit instead of its start-up
     thread = threading.Thread(target=run, name=f"cdra-read-{what}", daemon=True)
     thread.start()
     thread.join(timeout_s)
