@@ -87,6 +87,24 @@ class _ProbePool:
         ray.get([w.pid.remote() for w in self.workers])
 
 
+def _settled_free_cpus(timeout_s: float = 60.0) -> float:
+    """Free CPUs once an earlier test's actors and placement groups (the Ray instance is shared
+    within a test process) have finished releasing theirs: all of them, or failing that, a count
+    that held for 3 s. Read too early, the count rises under the test's feet."""
+    deadline = time.monotonic() + timeout_s
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        free = ray.available_resources().get("CPU", 0.0)
+        if free == pytest.approx(ray.cluster_resources().get("CPU", 0.0)):
+            return free
+        if free != last:
+            last, since = free, time.monotonic()
+        elif time.monotonic() - since >= 3.0:
+            return free
+        time.sleep(0.5)
+    return last
+
+
 def _free_cpus_return_to(total: float, timeout_s: float = 60.0) -> bool:
     """Removing a placement group frees its resources asynchronously: poll until they are back."""
     deadline = time.monotonic() + timeout_s
@@ -113,7 +131,7 @@ def _alive(actor, timeout_s: float = 30.0) -> bool:
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_roles_start_together_and_a_failed_start_frees_everything(ray_local):
-    total = ray.available_resources().get("CPU")
+    total = _settled_free_cpus()
     both_started = threading.Barrier(2, timeout=60)  # passes only if the two builds run at the same time
 
     def build(options: list[dict]) -> _ProbePool:
@@ -158,7 +176,7 @@ def test_reference_placed_with_learner_rank_0(ray_local):
     from cdra.runtime.roles import PolicyModel
 
     path = str(build_tiny_model())
-    total = ray.available_resources().get("CPU")
+    total = _settled_free_cpus()
     roles = start_roles([Learners(LearnerConfig(num_ranks=1, micro_batch_size=2)), Reference(placement="learner", gpus=0.5)],
                         PolicyModel(path, pad_id=0))
     try:
