@@ -146,16 +146,14 @@ class JobBuild:
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-# The LPR PRM (ALGORITHMS.md section 5): a (K+1)-class token classifier on the steps policy.
-# Interim build: the synthesize job had not landed, so its states are the ground-truth stand-in
-# `tests/test_lpr_prm.py::ground_truth_states` writes (value K while every step so far is right).
+# The LPR PRM (ALGORITHMS.md section 5): a (K+1)-class token classifier on the steps policy,
+# trained on the synthesize job's Monte-Carlo values of the steps policy's own solutions.
 JOB_BUILDS: dict[str, JobBuild] = {"lpr_prm": JobBuild(
     name="lpr_prm", base="steps",
-    commands=("python -c 'from tests.test_lpr_prm import ground_truth_states, write_rows; from pathlib import Path; "
-              "write_rows(ground_truth_states(1500), Path(\"outputs/lpr_states/process_rewards\"))'",
-              "python jobs/train_prm.py states_dir=outputs/lpr_states/process_rewards run.output_dir=outputs/train_prm",
+    commands=("python jobs/synthesize_process_rewards.py",
+              "python jobs/train_prm.py",
               "python -m cdra.models.zoo ship lpr_prm outputs/train_prm"),
-    configs=("cdra.recipes.train_prm:TrainPRMConfig",), run_dir="outputs/train_prm")}
+    configs=("cdra.recipes.lpr_synthesize:SynthesizeConfig", "cdra.recipes.train_prm:TrainPRMConfig"), run_dir="outputs/train_prm")}
 
 
 def checkpoint_dir(name: str, root: Path | None = None) -> Path:
