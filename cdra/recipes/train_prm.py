@@ -83,8 +83,8 @@ class TrainPRMConfig:
     threshold_class: int = field(default=2, metadata={"help": "step score = P(class >= threshold_class)"})
     max_steps: int = field(default=5, metadata={"help": "steps read per response: the first consecutive 'Step N:' markers"})
     prm_time_limit_s: float = 300.0
-    # measured on the ground-truth stand-in states (docs/results/lpr.md): lr 5e-4 x 150 and 2e-3 x 300 steps left
-    # the PRM near its class prior; the tiny trunk needs several hundred steps at 1e-3 to separate steps
+    # lr 5e-4 x 150 and 2e-3 x 300 steps left the tiny PRM at its class prior; at 1e-3, 1000 steps did no
+    # better than 600 (held-out step AUC 0.55 vs 0.58, docs/results/lpr.md)
     steps: int = 600
     batch_size: int = 64
     max_seq_len: int = 512
