@@ -192,3 +192,18 @@ def test_balance_by_correctness_single_class_keeps_all_and_warns():
     prompts = _prompts([False] * 4)
     with pytest.warns(UserWarning, match="all 4 attempts are wrong"):
         assert balance_by_correctness(prompts, seed=0) == prompts
+
+
+@pytest.mark.parametrize("transition, expected", [("c->c", 1.0), ("c->i", 0.0), ("i->c", 1.0), ("i->i", 0.0)])
+def test_embedded_default_stage2_reward_is_helpfulness_alone(transition, expected):
+    """The recipe's default (docs/results/critique_rl.md): r_refine, the verdict neither paid nor
+    charged, so a wrong or missing verdict that got an attempt fixed earns as much as a right one."""
+    from cdra.recipes.critique_rl import CritiqueRLConfig
+
+    config = CritiqueRLConfig()
+    original, refined = TRANSITIONS[transition]
+    for kind in VERDICTS:
+        got = critique_reward(_verdict(kind, original), original, refined, "helpfulness", rf_mode=config.rf_mode,
+                              combine=config.combine, dis_weight=config.dis_weight,
+                              dis_reward_values=tuple(config.dis_reward_values))
+        assert got == pytest.approx(expected), (transition, kind)
