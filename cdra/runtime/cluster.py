@@ -205,7 +205,8 @@ class Placement:
         if not ready:
             remove_placement_group(self.group)
             raise PlacementError(f"placement plan {describe_plan(self.roles)} still pending after {timeout_s:g}s; "
-                                 f"cluster has {_fmt(ray.cluster_resources())}, free now {_fmt(ray.available_resources())}")
+                                 f"cluster has {_fmt(read_cluster_state(ray.cluster_resources, 'cluster_resources'))}, "
+                                 f"free now {_fmt(read_cluster_state(ray.available_resources, 'available_resources'))}")
 
     def options(self, role: str, index: int) -> dict:
         if index >= self.roles[role].count:
